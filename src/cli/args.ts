@@ -1,0 +1,50 @@
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { UsageError } from "../errors.ts";
+
+type Options = NonNullable<ParseArgsConfig["options"]>;
+
+/**
+ * node:util parseArgs with errors turned into one-line UsageErrors that name the flag and the
+ * command's --help. (jsr:@std/cli cannot be fetched on our machines.)
+ */
+export function parseFlags<T extends Options>(
+  command: string,
+  argv: string[],
+  options: T,
+  allowPositionals = false,
+) {
+  try {
+    return parseArgs({ args: argv, options, allowPositionals, strict: true });
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    // Node's messages are long ("To specify a positional argument starting with a '-', ...");
+    // keep the first sentence and point at help.
+    const first = message.split(". ")[0].replace(/\.$/, "");
+    throw new UsageError(`${first} (see 'edgeinfer ${command} --help')`);
+  }
+}
+
+/** Parses a non-negative integer flag value; names the flag when it is not one. */
+export function intFlag(name: string, value: string | undefined, fallback: number, min = 0): number {
+  if (value === undefined) return fallback;
+  if (!/^\d+$/.test(value.trim()) || Number(value) < min) {
+    throw new UsageError(`--${name} must be an integer >= ${min}, got '${value}'`);
+  }
+  return Number(value);
+}
+
+/** Parses a finite number flag value; names the flag when it is not one. */
+export function numberFlag(name: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (value.trim() === "" || !Number.isFinite(n)) {
+    throw new UsageError(`--${name} must be a number, got '${value}'`);
+  }
+  return n;
+}
+
+/** Splits a comma-separated list flag, dropping empty items. */
+export function listFlag(value: string | undefined): string[] | undefined {
+  if (value === undefined) return undefined;
+  return value.split(",").map((s) => s.trim()).filter((s) => s.length > 0);
+}

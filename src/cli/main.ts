@@ -1,0 +1,67 @@
+import { UsageError } from "../errors.ts";
+import { INSPECT_HELP, inspectCommand } from "./inspect.ts";
+import { RUN_HELP, runCommand } from "./run.ts";
+import { SIMULATE_HELP, simulateCommand } from "./simulate.ts";
+
+export const VERSION = "0.1.0";
+
+interface Command {
+  summary: string;
+  help: string;
+  run(argv: string[]): Promise<void>;
+}
+
+const COMMANDS: Record<string, Command> = {
+  run: {
+    summary: "score a stream of events with an ONNX model, in batches",
+    help: RUN_HELP,
+    run: runCommand,
+  },
+  inspect: {
+    summary: "show a model's inputs, outputs and metadata",
+    help: INSPECT_HELP,
+    run: inspectCommand,
+  },
+  simulate: { summary: "publish a simulated connected-car fleet", help: SIMULATE_HELP, run: simulateCommand },
+};
+
+export const MAIN_HELP = `edgeinfer ${VERSION}: batched ONNX inference on MQTT and Kafka streams at the edge
+
+Usage: edgeinfer <command> [options]
+
+Commands
+${Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(10)}${c.summary}`).join("\n")}
+
+Run 'edgeinfer <command> --help' for a command's options and examples.
+
+Examples
+  edgeinfer inspect models/car-anomaly.onnx
+  edgeinfer run --model models/car-anomaly.onnx --source 'mqtt://127.0.0.1:1883/cars/+/sensors' \\
+    --key-field car --sink kafka://127.0.0.1:9092/car-predictions
+`;
+
+/** Runs the CLI; returns when the command is done. Throws UsageError for user mistakes. */
+export async function main(argv: string[]): Promise<void> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+    const topic = name === "help" ? rest[0] : undefined;
+    if (topic !== undefined && COMMANDS[topic]) console.log(COMMANDS[topic].help);
+    else console.log(MAIN_HELP);
+    return;
+  }
+  if (name === "--version" || name === "-V") {
+    console.log(`edgeinfer ${VERSION}`);
+    return;
+  }
+  const command = COMMANDS[name];
+  if (command === undefined) {
+    throw new UsageError(
+      `unknown command '${name}'; commands: ${Object.keys(COMMANDS).join(", ")} (see 'edgeinfer --help')`,
+    );
+  }
+  if (rest.includes("--help") || rest.includes("-h")) {
+    console.log(command.help);
+    return;
+  }
+  await command.run(rest);
+}

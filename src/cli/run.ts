@@ -1,0 +1,202 @@
+import { DelimitedDecoder } from "../codecs/delimited.ts";
+import type { Decoder } from "../codecs/decoder.ts";
+import { JsonDecoder } from "../codecs/json.ts";
+import { PredictionEncoder, RECORD_FIELDS } from "../codecs/prediction.ts";
+import { UsageError } from "../errors.ts";
+import { logLine } from "../log.ts";
+import { Model } from "../model/model.ts";
+import { Pipeline } from "../pipeline/pipeline.ts";
+import { Stats } from "../pipeline/stats.ts";
+import type { Sink } from "../pipeline/types.ts";
+import { createSink } from "../sinks/factory.ts";
+import { createSource } from "../sources/factory.ts";
+import { intFlag, listFlag, numberFlag, parseFlags } from "./args.ts";
+import { onShutdownSignal } from "./signals.ts";
+
+export const RUN_HELP = `edgeinfer run: score a stream of events with an ONNX model, in batches
+
+Usage: edgeinfer run --model PATH --source URL [--sink URL] [options]
+
+Model and input
+  --model PATH            ONNX model file (required)
+  --format json|delimited payload format (default json)
+                            json:      a JSON object; features are read by field name
+                            delimited: <id>,<v1>#<v2>#... (the KSQL UDF stream); values in column order
+  --features a,b,c        input field names in tensor column order (default: the model's
+                          edgeinfer.features metadata; json only)
+  --key-field NAME        JSON field that keys the output (default: Kafka key or MQTT topic)
+  --id-field NAME         JSON field copied to the output's "id" (default id)
+  --passthrough a,b       JSON fields copied into each output record
+  --threshold X           anomaly threshold on the score (default: edgeinfer.threshold metadata)
+  --score-output NAME     model output used as score (default: edgeinfer.score metadata, or the
+                          model's only output)
+
+Where events come from and go
+  --source URL            mqtt://[user:pass@]host:port/<filter>[?qos=1&client-id=ID&share=GROUP&version=5]
+                          kafka://host:port[,host:port]/<topic>[?group=edgeinfer&from=earliest]
+                          file:<path> (one event per line) or - (stdin); these end the run at EOF
+  --sink URL              kafka://host:port/<topic>, file:<path> or - (stdout, the default)
+  --dlq URL               dead-letter sink for events that cannot be scored (same forms as --sink);
+                          without it they are counted and each kind of error is logged once
+
+Batching and delivery
+  --batch-size N          flush a batch at N events (default 256)
+  --linger-ms N           ... or N ms after its first event, whichever comes first (default 5)
+  --max-in-flight N       batches awaiting a durable write before the source is paused (default 4)
+  --max-events N          stop cleanly after N events are processed and acknowledged
+  --max-payload-bytes N   larger payloads go to the DLQ (default 1048576)
+  --threads N             ONNX Runtime intra-op threads (default 1)
+
+Output
+  --quiet                 no status line or summary on stderr
+  --status-every SECONDS  status line interval (default 5)
+
+Each event is acknowledged (Kafka offset committed, MQTT PUBACK sent) only after its prediction or
+dead-letter record is durable. SIGINT/SIGTERM: stop reading, flush, commit, disconnect, exit 0.
+
+Examples
+  edgeinfer run --model models/car-anomaly.onnx \\
+    --source 'mqtt://127.0.0.1:1883/cars/+/sensors?qos=1' --key-field car \\
+    --sink kafka://127.0.0.1:9092/car-predictions --dlq kafka://127.0.0.1:9092/car-dead-letters
+  edgeinfer run --model ecg-autoencoder.onnx --format delimited \\
+    --source file:ecg_discord_test.msgs --sink -
+`;
+
+export async function runCommand(argv: string[]): Promise<void> {
+  const { values: f } = parseFlags("run", argv, {
+    model: { type: "string" },
+    source: { type: "string" },
+    sink: { type: "string", default: "-" },
+    dlq: { type: "string" },
+    format: { type: "string", default: "json" },
+    features: { type: "string" },
+    "key-field": { type: "string" },
+    "id-field": { type: "string", default: "id" },
+    passthrough: { type: "string" },
+    threshold: { type: "string" },
+    "score-output": { type: "string" },
+    "batch-size": { type: "string" },
+    "linger-ms": { type: "string" },
+    "max-in-flight": { type: "string" },
+    "max-events": { type: "string" },
+    "max-payload-bytes": { type: "string" },
+    threads: { type: "string" },
+    quiet: { type: "boolean", default: false },
+    "status-every": { type: "string" },
+  });
+
+  if (f.model === undefined) throw new UsageError("run needs --model PATH (see 'edgeinfer run --help')");
+  if (f.source === undefined) throw new UsageError("run needs --source URL (see 'edgeinfer run --help')");
+  if (f.format !== "json" && f.format !== "delimited") {
+    throw new UsageError(`--format must be json or delimited, got '${f.format}'`);
+  }
+  const batchSize = intFlag("batch-size", f["batch-size"], 256, 1);
+  const lingerMs = intFlag("linger-ms", f["linger-ms"], 5, 0);
+  const maxInFlight = intFlag("max-in-flight", f["max-in-flight"], 4, 1);
+  const maxEvents = f["max-events"] === undefined ? undefined : intFlag("max-events", f["max-events"], 0, 1);
+  const maxPayloadBytes = intFlag("max-payload-bytes", f["max-payload-bytes"], 1 << 20, 1);
+  const threads = intFlag("threads", f.threads, 1, 1);
+  const statusEvery = numberFlag("status-every", f["status-every"]) ?? 5;
+  if (statusEvery <= 0) {
+    throw new UsageError(`--status-every must be > 0 seconds, got '${f["status-every"]}'`);
+  }
+  const passthrough = listFlag(f.passthrough) ?? [];
+  const clash = passthrough.find((name) => RECORD_FIELDS.includes(name));
+  if (clash) {
+    throw new UsageError(`--passthrough field '${clash}' clashes with the output record's own '${clash}'`);
+  }
+  if (f.format === "delimited") {
+    for (const flag of ["features", "key-field", "passthrough"] as const) {
+      if (f[flag] !== undefined) throw new UsageError(`--${flag} applies to --format json only`);
+    }
+  }
+
+  // Validate every URL before connecting anywhere, so a typo fails fast.
+  const source = createSource(f.source);
+  const model = await Model.load(f.model, {
+    features: listFlag(f.features),
+    threshold: numberFlag("threshold", f.threshold),
+    scoreOutput: f["score-output"],
+    threads,
+  });
+  let decoder: Decoder;
+  if (f.format === "json") {
+    if (model.features === undefined) {
+      throw new UsageError(
+        `model '${f.model}' names no input fields (no edgeinfer.features metadata): pass --features a,b,c ` +
+          `with its ${model.width} input field names in column order, or use --format delimited`,
+      );
+    }
+    decoder = new JsonDecoder({
+      features: model.features,
+      keyField: f["key-field"],
+      idField: f["id-field"]!,
+      passthrough,
+    });
+  } else {
+    decoder = new DelimitedDecoder(model.width);
+  }
+  const encoder = new PredictionEncoder({
+    modelName: model.name,
+    modelVersion: model.version,
+    threshold: model.threshold,
+    passthrough,
+  });
+
+  const sinks: Sink[] = [];
+  const stats = new Stats();
+  const log = f.quiet ? () => {} : logLine;
+  const shutdown = new AbortController();
+  const stopSignals = onShutdownSignal(() => {
+    log("stopping: flushing in-flight batches and committing (signal again to exit at once)");
+    shutdown.abort();
+  });
+  let status: ReturnType<typeof setInterval> | undefined;
+  try {
+    const sink = await createSink("--sink", f.sink!);
+    sinks.push(sink);
+    const deadLetter = f.dlq === undefined ? undefined : await createSink("--dlq", f.dlq);
+    if (deadLetter) sinks.push(deadLetter);
+
+    log(
+      `model ${model.name}${model.version ? ` v${model.version}` : ""} (${model.width} features` +
+        `${model.threshold === undefined ? ", no threshold" : `, threshold ${model.threshold}`}); ` +
+        `${source.description} → ${sink.description}; batch ${batchSize}, linger ${lingerMs} ms`,
+    );
+    if (!f.quiet) {
+      let last = { acked: 0, at: performance.now() };
+      status = setInterval(() => {
+        logLine(`status: ${stats.describe(last)}`);
+        last = { acked: stats.acked, at: performance.now() };
+      }, statusEvery * 1000);
+    }
+
+    const pipeline = new Pipeline({
+      source,
+      sink,
+      deadLetter,
+      model,
+      decoder,
+      encoder,
+      batchSize,
+      lingerMs,
+      maxInFlight,
+      maxEvents,
+      maxPayloadBytes,
+      stats,
+      log,
+    });
+    try {
+      await pipeline.run(shutdown.signal);
+    } finally {
+      // Commit what was acknowledged even after a failure, so it is not redelivered.
+      await source.close();
+    }
+    log(`done: ${stats.describe()} in ${stats.elapsedSeconds().toFixed(2)} s`);
+  } finally {
+    if (status !== undefined) clearInterval(status);
+    stopSignals();
+    for (const sink of sinks) await sink.close().catch(() => {});
+    await model.close();
+  }
+}

@@ -1,0 +1,53 @@
+import type { DecodedMeta, Decoder } from "./decoder.ts";
+
+export interface JsonDecoderOptions {
+  /** Field names in tensor column order. */
+  features: string[];
+  /** Field holding the output key (e.g. the device id); unset = transport key. */
+  keyField?: string;
+  /** Field holding the event id copied to the output's `id`. */
+  idField: string;
+  /** Fields copied into the output record. */
+  passthrough: string[];
+}
+
+/** `--format json`: the payload is a JSON object; features are read by field name. */
+export class JsonDecoder implements Decoder {
+  constructor(private readonly options: JsonDecoderOptions) {}
+
+  decode(text: string, row: Float32Array, offset: number, meta: DecodedMeta): string | undefined {
+    let event: unknown;
+    try {
+      event = JSON.parse(text);
+    } catch (err) {
+      return `invalid JSON: ${(err as Error).message}`;
+    }
+    if (typeof event !== "object" || event === null || Array.isArray(event)) {
+      return `expected a JSON object, found ${Array.isArray(event) ? "an array" : typeof event}`;
+    }
+    const fields = event as Record<string, unknown>;
+    const features = this.options.features;
+    for (let i = 0; i < features.length; i++) {
+      const value = fields[features[i]];
+      if (typeof value !== "number") {
+        return value === undefined || value === null
+          ? `missing feature '${features[i]}'`
+          : `feature '${features[i]}' is not a number: ${JSON.stringify(value).slice(0, 40)}`;
+      }
+      row[offset + i] = value;
+    }
+
+    const { keyField, idField, passthrough } = this.options;
+    if (keyField !== undefined) {
+      const key = fields[keyField];
+      if (typeof key !== "string" && typeof key !== "number") return `missing key field '${keyField}'`;
+      meta.key = String(key);
+    } else {
+      meta.key = undefined;
+    }
+    const id = fields[idField];
+    meta.id = typeof id === "string" || typeof id === "number" ? id : undefined;
+    meta.passthrough = passthrough.length === 0 ? undefined : passthrough.map((name) => fields[name]);
+    return undefined;
+  }
+}

@@ -1,0 +1,74 @@
+import type { Origin, OutRecord } from "../pipeline/types.ts";
+import type { DecodedMeta } from "./decoder.ts";
+
+/** Names a --passthrough field may not take: they are the record's own. */
+export const RECORD_FIELDS = ["key", "id", "score", "anomaly", "threshold", "model", "ts"];
+
+export interface PredictionEncoderOptions {
+  modelName: string;
+  modelVersion: string;
+  threshold: number | undefined;
+  passthrough: string[];
+}
+
+/**
+ * Builds the output record of one prediction:
+ * {"key":…,"id":…,"score":…,"anomaly":…,"threshold":…,"model":{"name":…,"version":…},"ts":…, …passthrough}
+ * The constant parts are serialised once; per event only the variable parts are.
+ */
+export class PredictionEncoder {
+  private readonly modelJson: string;
+  private readonly thresholdJson: string;
+  private readonly passthroughKeys: string[];
+  private readonly modelHeader: string;
+
+  constructor(private readonly options: PredictionEncoderOptions) {
+    this.modelJson = JSON.stringify({ name: options.modelName, version: options.modelVersion });
+    this.thresholdJson = options.threshold === undefined ? "" : `,"threshold":${options.threshold}`;
+    this.passthroughKeys = options.passthrough.map((name) => `,${JSON.stringify(name)}:`);
+    this.modelHeader = options.modelVersion
+      ? `${options.modelName}:${options.modelVersion}`
+      : options.modelName;
+  }
+
+  encode(
+    meta: DecodedMeta,
+    transportKey: string | undefined,
+    origin: Origin,
+    score: number,
+    ts: number,
+  ): OutRecord {
+    const key = meta.key ?? transportKey;
+    let value = `{"key":${key === undefined ? "null" : JSON.stringify(key)}`;
+    if (meta.id !== undefined) value += `,"id":${JSON.stringify(meta.id)}`;
+    value += `,"score":${score}`;
+    const threshold = this.options.threshold;
+    if (threshold !== undefined) value += `,"anomaly":${score > threshold}${this.thresholdJson}`;
+    value += `,"model":${this.modelJson},"ts":${ts}`;
+    const passthrough = meta.passthrough;
+    if (passthrough !== undefined) {
+      for (let i = 0; i < passthrough.length; i++) {
+        const field = passthrough[i];
+        if (field !== undefined) value += this.passthroughKeys[i] + JSON.stringify(field);
+      }
+    }
+    value += "}";
+    return {
+      key,
+      value,
+      headers: { "edgeinfer-source": describeOrigin(origin), "edgeinfer-model": this.modelHeader },
+    };
+  }
+}
+
+/** `kafka:<topic>/<partition>/<offset>`, `mqtt:<topic>` or `file:<path>:<line>`. */
+export function describeOrigin(origin: Origin): string {
+  switch (origin.kind) {
+    case "kafka":
+      return `kafka:${origin.topic}/${origin.partition}/${origin.offset}`;
+    case "mqtt":
+      return `mqtt:${origin.topic}`;
+    case "file":
+      return `file:${origin.path}:${origin.line}`;
+  }
+}

@@ -1,0 +1,34 @@
+import { UsageError } from "../errors.ts";
+
+/**
+ * Reads the query parameters of an endpoint URL, rejecting unknown ones (a typo must not be
+ * silently ignored) and naming the flag and the allowed keys in the error.
+ */
+export function readQuery(flag: string, params: URLSearchParams, allowed: string[]): Map<string, string> {
+  const values = new Map<string, string>();
+  for (const [key, value] of params) {
+    if (!allowed.includes(key)) {
+      throw new UsageError(
+        `${flag} has unknown parameter '${key}'; ` +
+          (allowed.length ? `allowed: ${allowed.join(", ")}` : "this URL takes no parameters"),
+      );
+    }
+    values.set(key, value);
+  }
+  return values;
+}
+
+/** A parameter that must be one of a few values. */
+export function oneOf<T extends string>(
+  flag: string,
+  key: string,
+  value: string | undefined,
+  choices: T[],
+  fallback: T,
+): T {
+  if (value === undefined) return fallback;
+  if (!(choices as string[]).includes(value)) {
+    throw new UsageError(`${flag} parameter ${key}=${value} must be one of ${choices.join(", ")}`);
+  }
+  return value as T;
+}

@@ -1,0 +1,29 @@
+/** Counters of a run, read by the status line and the final summary. */
+export class Stats {
+  readonly startedAt = performance.now();
+  /** Events taken from the source. */
+  events = 0;
+  /** Events whose prediction or dead-letter record is durable and that were acknowledged. */
+  acked = 0;
+  predictions = 0;
+  anomalies = 0;
+  deadLettered = 0;
+  batches = 0;
+  inFlight = 0;
+
+  elapsedSeconds(): number {
+    return (performance.now() - this.startedAt) / 1000;
+  }
+
+  /** One line for the periodic status and the summary. */
+  describe(rateSince?: { acked: number; at: number }): string {
+    const now = performance.now();
+    const since = rateSince ?? { acked: 0, at: this.startedAt };
+    const seconds = Math.max((now - since.at) / 1000, 1e-9);
+    const rate = Math.round((this.acked - since.acked) / seconds);
+    const meanBatch = this.batches === 0 ? 0 : this.events / this.batches;
+    return `${this.acked} events acked (${rate}/s), ${this.predictions} predictions, ` +
+      `${this.anomalies} anomalies, ${this.deadLettered} dead-lettered, ${this.batches} batches ` +
+      `(mean ${meanBatch.toFixed(1)})`;
+  }
+}

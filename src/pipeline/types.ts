@@ -1,0 +1,57 @@
+/**
+ * The contracts between sources, the pipeline and sinks.
+ *
+ * One rule carries the design: an event is acknowledged to its source only after everything it
+ * produced (its prediction or its dead-letter record) is durable in the sink.
+ */
+
+/** Where an event came from; copied into output headers so a prediction can be traced back. */
+export type Origin =
+  | { kind: "kafka"; topic: string; partition: number; offset: string }
+  | { kind: "mqtt"; topic: string }
+  | { kind: "file"; path: string; line: number };
+
+export interface SourceEvent {
+  /** Raw message bytes, exactly as received. */
+  payload: Uint8Array;
+  /** Kafka message key or MQTT topic; the output key when no --key-field is set. */
+  key: string | undefined;
+  /** Date.now() when the source received the event. */
+  receivedAt: number;
+  origin: Origin;
+  /** Called exactly once, after every record this event produced is durable. */
+  ack(): void;
+}
+
+export interface Source {
+  /** Human-readable description for logs, e.g. `mqtt://127.0.0.1:1883/cars/+/sensors`. */
+  readonly description: string;
+  /**
+   * Yields events in arrival order, in chunks of whatever the transport delivers at once.
+   * Ends when the signal aborts (after which no more events are yielded) or, for finite
+   * sources (file, stdin), after the last event.
+   */
+  events(signal: AbortSignal): AsyncIterable<SourceEvent[]>;
+  /** Stop delivering new events (backpressure). Idempotent. */
+  pause(): void;
+  /** Undo pause(). Idempotent. */
+  resume(): void;
+  /** Commit what was acknowledged and disconnect. Called once, after all acks are in. */
+  close(): Promise<void>;
+}
+
+export interface OutRecord {
+  /** Message key (Kafka key); undefined means no key. */
+  key: string | undefined;
+  /** Serialized record (JSON text for predictions). */
+  value: string;
+  /** Kafka headers; stream sinks ignore them. */
+  headers: Record<string, string>;
+}
+
+export interface Sink {
+  readonly description: string;
+  /** Resolves only when every record is durable (Kafka: acks=all). Rejects on failure. */
+  send(records: OutRecord[]): Promise<void>;
+  close(): Promise<void>;
+}
