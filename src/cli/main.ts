@@ -1,28 +1,35 @@
 import { UsageError } from "../errors.ts";
-import { INSPECT_HELP, inspectCommand } from "./inspect.ts";
-import { RUN_HELP, runCommand } from "./run.ts";
-import { SIMULATE_HELP, simulateCommand } from "./simulate.ts";
 
 export const VERSION = "0.1.0";
 
 interface Command {
   summary: string;
-  help: string;
-  run(argv: string[]): Promise<void>;
+  /** Loaded on use, so `inspect` does not pay for loading the Kafka and MQTT clients. */
+  load(): Promise<{ help: string; run(argv: string[]): Promise<void> }>;
 }
 
 const COMMANDS: Record<string, Command> = {
   run: {
     summary: "score a stream of events with an ONNX model, in batches",
-    help: RUN_HELP,
-    run: runCommand,
+    load: async () => {
+      const m = await import("./run.ts");
+      return { help: m.RUN_HELP, run: m.runCommand };
+    },
   },
   inspect: {
     summary: "show a model's inputs, outputs and metadata",
-    help: INSPECT_HELP,
-    run: inspectCommand,
+    load: async () => {
+      const m = await import("./inspect.ts");
+      return { help: m.INSPECT_HELP, run: m.inspectCommand };
+    },
   },
-  simulate: { summary: "publish a simulated connected-car fleet", help: SIMULATE_HELP, run: simulateCommand },
+  simulate: {
+    summary: "publish a simulated connected-car fleet",
+    load: async () => {
+      const m = await import("./simulate.ts");
+      return { help: m.SIMULATE_HELP, run: m.simulateCommand };
+    },
+  },
 };
 
 export const MAIN_HELP = `edgeinfer ${VERSION}: batched ONNX inference on MQTT and Kafka streams at the edge
@@ -45,7 +52,7 @@ export async function main(argv: string[]): Promise<void> {
   const [name, ...rest] = argv;
   if (name === undefined || name === "--help" || name === "-h" || name === "help") {
     const topic = name === "help" ? rest[0] : undefined;
-    if (topic !== undefined && COMMANDS[topic]) console.log(COMMANDS[topic].help);
+    if (topic !== undefined && COMMANDS[topic]) console.log((await COMMANDS[topic].load()).help);
     else console.log(MAIN_HELP);
     return;
   }
@@ -59,9 +66,10 @@ export async function main(argv: string[]): Promise<void> {
       `unknown command '${name}'; commands: ${Object.keys(COMMANDS).join(", ")} (see 'edgeinfer --help')`,
     );
   }
+  const loaded = await command.load();
   if (rest.includes("--help") || rest.includes("-h")) {
-    console.log(command.help);
+    console.log(loaded.help);
     return;
   }
-  await command.run(rest);
+  await loaded.run(rest);
 }

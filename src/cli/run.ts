@@ -26,7 +26,7 @@ Model and input
                           edgeinfer.features metadata; json only)
   --key-field NAME        JSON field that keys the output (default: Kafka key or MQTT topic)
   --id-field NAME         JSON field copied to the output's "id" (default id)
-  --passthrough a,b       JSON fields copied into each output record
+  --passthrough a,b:c     JSON fields copied into each output record (b renamed to c)
   --threshold X           anomaly threshold on the score (default: edgeinfer.threshold metadata)
   --score-output NAME     model output used as score (default: edgeinfer.score metadata, or the
                           model's only output)
@@ -100,11 +100,17 @@ export async function runCommand(argv: string[]): Promise<void> {
   if (statusEvery <= 0) {
     throw new UsageError(`--status-every must be > 0 seconds, got '${f["status-every"]}'`);
   }
-  const passthrough = listFlag(f.passthrough) ?? [];
-  const clash = passthrough.find((name) => RECORD_FIELDS.includes(name));
-  if (clash) {
-    throw new UsageError(`--passthrough field '${clash}' clashes with the output record's own '${clash}'`);
-  }
+  // FIELD or FIELD:NAME (a rename, e.g. ts:event_ts, since the record has a ts of its own).
+  const passthrough = (listFlag(f.passthrough) ?? []).map((item) => {
+    const [field, name = field] = item.split(":");
+    if (RECORD_FIELDS.includes(name)) {
+      throw new UsageError(
+        `--passthrough field '${name}' clashes with the output record's own '${name}'; ` +
+          `rename it, e.g. ${field}:${field}_in`,
+      );
+    }
+    return { field, name };
+  });
   if (f.format === "delimited") {
     for (const flag of ["features", "key-field", "passthrough"] as const) {
       if (f[flag] !== undefined) throw new UsageError(`--${flag} applies to --format json only`);
@@ -131,7 +137,7 @@ export async function runCommand(argv: string[]): Promise<void> {
       features: model.features,
       keyField: f["key-field"],
       idField: f["id-field"]!,
-      passthrough,
+      passthrough: passthrough.map((p) => p.field),
     });
   } else {
     decoder = new DelimitedDecoder(model.width);
@@ -140,7 +146,7 @@ export async function runCommand(argv: string[]): Promise<void> {
     modelName: model.name,
     modelVersion: model.version,
     threshold: model.threshold,
-    passthrough,
+    passthrough: passthrough.map((p) => p.name),
   });
 
   const sinks: Sink[] = [];

@@ -1,0 +1,181 @@
+import assert from "node:assert/strict";
+import { linearModelFile } from "../fixtures/linear_model.ts";
+import { assertSeedScore, type ExpectedScore, runCli, sharedFile } from "./run_cli.ts";
+
+const seedModel = sharedFile("seed-ksql-udf/ecg-autoencoder.onnx");
+const seedMessages = sharedFile("seed-ksql-udf/ecg_discord_test.msgs");
+const seedScores = sharedFile("seed-ksql-udf/expected-scores.json");
+if (!seedModel) console.warn("SKIPPING seed-ksql-udf CLI tests: ../shared/seed-ksql-udf is absent");
+
+/** Asserts a usage error: exit 2, one line on stderr matching `message`, nothing on stdout. */
+function assertUsageError(result: { code: number; stdout: string; stderr: string }, message: RegExp) {
+  assert.equal(result.code, 2, `exit code (stderr: ${result.stderr})`);
+  assert.equal(result.stdout, "");
+  const lines = result.stderr.trim().split("\n");
+  assert.equal(lines.length, 1, `one line of error, got:\n${result.stderr}`);
+  assert.match(lines[0], message);
+  assert.doesNotMatch(result.stderr, /\s+at .*\.ts:\d+/, "no stack trace");
+}
+
+Deno.test("edgeinfer --help lists the commands; <cmd> --help shows options and examples", async () => {
+  const main = await runCli(["--help"]);
+  assert.equal(main.code, 0);
+  for (const command of ["run", "inspect", "simulate"]) {
+    assert.match(main.stdout, new RegExp(`\\n  ${command} `));
+  }
+  const run = await runCli(["run", "--help"]);
+  assert.equal(run.code, 0);
+  assert.match(run.stdout, /--batch-size N/);
+  assert.match(run.stdout, /Examples/);
+  const inspect = await runCli(["help", "inspect"]);
+  assert.match(inspect.stdout, /edgeinfer inspect MODEL/);
+});
+
+Deno.test("edgeinfer names bad commands, flags, URLs and model paths in one line with exit code 2", async () => {
+  const model = await linearModelFile({ features: ["a"], weights: [1], bias: 0 });
+  assertUsageError(await runCli(["frobnicate"]), /unknown command 'frobnicate'; commands: run, inspect/);
+  assertUsageError(await runCli(["run", "--modle", model]), /Unknown option '--modle'.*edgeinfer run --help/);
+  assertUsageError(await runCli(["run", "--source", "-"]), /run needs --model PATH/);
+  assertUsageError(await runCli(["run", "--model", model]), /run needs --source URL/);
+  assertUsageError(
+    await runCli(["run", "--model", model, "--source", "http://x/y"]),
+    /--source 'http:\/\/x\/y' is not a supported URL/,
+  );
+  assertUsageError(
+    await runCli(["run", "--model", model, "--source", "mqtt://127.0.0.1:1883/t?qso=1"]),
+    /--source has unknown parameter 'qso'; allowed: qos, client-id, share, version/,
+  );
+  assertUsageError(
+    await runCli(["run", "--model", "no/such/model.onnx", "--source", "-"]),
+    /--model 'no\/such\/model.onnx' does not exist/,
+  );
+  assertUsageError(
+    await runCli(["run", "--model", model, "--source", "-", "--batch-size", "0"]),
+    /--batch-size must be an integer >= 1, got '0'/,
+  );
+  assertUsageError(
+    await runCli(["run", "--model", model, "--source", "-", "--format", "xml"]),
+    /--format must be json or delimited, got 'xml'/,
+  );
+  assertUsageError(
+    await runCli(["run", "--model", model, "--source", "-", "--sink", "mqtt://127.0.0.1:1883/out"]),
+    /--sink cannot write to MQTT/,
+  );
+  const notOnnx = await Deno.makeTempFile({ suffix: ".onnx" });
+  await Deno.writeTextFile(notOnnx, "this is not a model\n");
+  assertUsageError(await runCli(["run", "--model", notOnnx, "--source", "-"]), /is not an ONNX model/);
+  assertUsageError(await runCli(["inspect", notOnnx]), /is not an ONNX model/);
+});
+
+Deno.test("edgeinfer run scores JSON from stdin, keys by a field, and dead-letters bad lines to a file", async () => {
+  const model = await linearModelFile({
+    features: ["speed", "temp"],
+    weights: [1, 2],
+    bias: 1,
+    threshold: 100,
+  });
+  const dlq = await Deno.makeTempFile({ suffix: ".jsonl" });
+  const input = [
+    `{"car":"car-1","id":"a","speed":10,"temp":20,"ts":111}`,
+    `{"car":"car-2","id":"b","speed":50,"temp":30}`,
+    `not json`,
+    `{"car":"car-3","speed":1}`,
+    "",
+  ].join("\n");
+  const result = await runCli(
+    [
+      "run",
+      "--model",
+      model,
+      "--source",
+      "-",
+      "--key-field",
+      "car",
+      "--passthrough",
+      "ts:ts_in",
+      "--dlq",
+      `file:${dlq}`,
+    ],
+    { stdin: input },
+  );
+  assert.equal(result.code, 0, result.stderr);
+  const records = result.stdout.trim().split("\n").map((line) => JSON.parse(line));
+  assert.deepEqual(records.map((r) => [r.key, r.id, r.score, r.anomaly, r.threshold, r.ts_in ?? null]), [
+    ["car-1", "a", 51, false, 100, 111],
+    ["car-2", "b", 111, true, 100, null],
+  ]);
+  assert.equal(records[0].ts > 1e12, true, "prediction timestamp in ms");
+  const dead = (await Deno.readTextFile(dlq)).trim().split("\n").map((line) => JSON.parse(line));
+  assert.deepEqual(dead.map((d) => [d.source, d.payload]), [["file:stdin:3", "not json"], [
+    "file:stdin:4",
+    `{"car":"car-3","speed":1}`,
+  ]]);
+  assert.match(dead[0].error, /^invalid JSON/);
+  assert.equal(dead[1].error, "missing feature 'temp'");
+  assert.match(result.stderr, /done: 4 events acked .* 2 predictions, 1 anomalies, 2 dead-lettered/);
+});
+
+Deno.test("edgeinfer run --quiet prints records only; a foreign model needs --features for JSON", async () => {
+  const bare = await linearModelFile({ features: ["a", "b"], weights: [1, 1], bias: 0, bare: true });
+  const refused = await runCli(["run", "--model", bare, "--source", "-"], { stdin: "" });
+  assert.equal(refused.code, 2);
+  assert.match(refused.stderr, /names no input fields .* pass --features a,b,c with its 2 input field names/);
+  const ok = await runCli(["run", "--model", bare, "--source", "-", "--features", "x,y", "--quiet"], {
+    stdin: `{"x":1,"y":2}\n`,
+  });
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.equal(ok.stderr, "");
+  assert.equal(JSON.parse(ok.stdout).score, 3);
+  assert.equal("anomaly" in JSON.parse(ok.stdout), false, "no threshold, no anomaly flag");
+});
+
+Deno.test("edgeinfer inspect shows inputs, outputs, metadata, size and sha256", async () => {
+  const model = await linearModelFile({
+    features: ["speed", "temp"],
+    weights: [1, 2],
+    bias: 0,
+    threshold: 0.5,
+    name: "cars",
+    version: "7",
+  });
+  const text = await runCli(["inspect", model]);
+  assert.equal(text.code, 0, text.stderr);
+  assert.match(text.stdout, /input {2}float32\[N, 2\]/);
+  assert.match(text.stdout, /score {2}float32\[N\]/);
+  assert.match(text.stdout, /threshold 0\.5/);
+  assert.match(text.stdout, /0 {2}speed\n\s+1 {2}temp/);
+  assert.match(text.stdout, /sha256 {4}[0-9a-f]{64}/);
+  const json = JSON.parse((await runCli(["inspect", model, "--json"])).stdout);
+  assert.deepEqual(json.inputs, [{ name: "input", type: "float32", shape: ["N", 2] }]);
+  assert.equal(json.metadata["edgeinfer.version"], "7");
+  assert.deepEqual(json.opsets, [{ domain: "ai.onnx", version: 13 }]);
+  assert.equal(json.bytes, (await Deno.stat(model)).size);
+});
+
+Deno.test({
+  name: "edgeinfer run reproduces every KSQL UDF score from the seed fixture file",
+  ignore: !seedModel,
+  async fn() {
+    const result = await runCli([
+      "run",
+      "--model",
+      seedModel!,
+      "--source",
+      `file:${seedMessages}`,
+      "--format",
+      "delimited",
+      "--sink",
+      "-",
+    ]);
+    assert.equal(result.code, 0, result.stderr);
+    const records = result.stdout.trim().split("\n").map((line) => JSON.parse(line));
+    const expected: ExpectedScore[] = JSON.parse(await Deno.readTextFile(seedScores!));
+    const rows = expected.filter((e) => e.eventid <= 23);
+    assert.equal(records.length, 23);
+    for (const exp of rows) {
+      const got = records.find((r) => r.id === String(exp.eventid));
+      assert.ok(got, `a record for event ${exp.eventid}`);
+      assertSeedScore(got.score, exp.score, `event ${exp.eventid}`);
+    }
+  },
+});

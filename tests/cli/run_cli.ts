@@ -1,0 +1,66 @@
+/** Runs edgeinfer's main.ts as a separate process, the way an operator would. */
+const ROOT = new URL("../../", import.meta.url);
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export const PERMISSIONS = [
+  "--allow-read",
+  "--allow-write",
+  "--allow-net",
+  "--allow-env",
+  "--allow-ffi",
+  "--allow-sys",
+];
+
+export async function runCli(args: string[], options: { stdin?: string; env?: Record<string, string> } = {}) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...PERMISSIONS, "main.ts", ...args],
+    cwd: ROOT,
+    stdin: options.stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1", ...options.env },
+  }).spawn();
+  if (options.stdin !== undefined) {
+    const writer = child.stdin.getWriter();
+    await writer.write(new TextEncoder().encode(options.stdin));
+    await writer.close();
+  }
+  const out = await child.output();
+  const decoder = new TextDecoder();
+  return {
+    code: out.code,
+    stdout: decoder.decode(out.stdout),
+    stderr: decoder.decode(out.stderr),
+  } as CliResult;
+}
+
+/** Path of a file in ../shared (the conformance fixtures), or undefined when it is not there. */
+export function sharedFile(relative: string): string | undefined {
+  const path = new URL(`../shared/${relative}`, ROOT).pathname;
+  try {
+    Deno.statSync(path);
+    return path;
+  } catch {
+    return undefined;
+  }
+}
+
+export interface ExpectedScore {
+  eventid: number;
+  score: number;
+}
+
+/** The KSQL UDF's reference scores, compared within the fixture README's float32 tolerance. */
+export function assertSeedScore(got: number, expected: number, label: string) {
+  const tolerance = 1e-5 * Math.abs(expected) + 1e-6;
+  if (!(Math.abs(got - expected) <= tolerance)) {
+    throw new Error(
+      `${label}: score ${got} differs from the reference ${expected} by more than ${tolerance}`,
+    );
+  }
+}
