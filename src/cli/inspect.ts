@@ -1,4 +1,5 @@
 import { UsageError } from "../errors.ts";
+import { locateModel } from "../model/locate.ts";
 import { readOnnxInfo, type TensorInfo } from "../model/onnx_file.ts";
 import { parseFlags } from "./args.ts";
 
@@ -30,7 +31,7 @@ export async function inspectCommand(argv: string[]): Promise<void> {
   const path = positionals[0];
   let bytes: Uint8Array;
   try {
-    bytes = await Deno.readFile(path);
+    bytes = await Deno.readFile(locateModel(path));
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) throw new UsageError(`model '${path}' does not exist`);
     throw new UsageError(`model '${path}' cannot be read: ${(err as Error).message}`);

@@ -1,5 +1,6 @@
 import * as ort from "onnxruntime-node";
 import { UsageError } from "../errors.ts";
+import { locateModel } from "./locate.ts";
 import { type OnnxFileInfo, readOnnxInfo } from "./onnx_file.ts";
 
 /** Flags that override what the model file's edgeinfer.* metadata says. */
@@ -35,7 +36,7 @@ export class Model {
   static async load(path: string, overrides: ModelOverrides = {}): Promise<Model> {
     let bytes: Uint8Array;
     try {
-      bytes = await Deno.readFile(path);
+      bytes = await Deno.readFile(locateModel(path));
     } catch (err) {
       if (err instanceof Deno.errors.NotFound) throw new UsageError(`--model '${path}' does not exist`);
       if (err instanceof Deno.errors.IsADirectory) {
