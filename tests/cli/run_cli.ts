@@ -64,3 +64,52 @@ export function assertSeedScore(got: number, expected: number, label: string) {
     );
   }
 }
+
+/** A running edgeinfer process whose output is collected as it comes. */
+export interface RunningCli {
+  child: Deno.ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  /** Resolves when stderr matches, rejects after `timeoutMs` (with the stderr so far). */
+  waitForStderr(pattern: RegExp, timeoutMs?: number): Promise<void>;
+  /** Waits for exit; returns the exit code. */
+  exit(): Promise<number>;
+}
+
+export function spawnCli(args: string[]): RunningCli {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...PERMISSIONS, "main.ts", ...args],
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  let out = "";
+  let err = "";
+  const decoder = () => new TextDecoder();
+  const drain = async (stream: ReadableStream<Uint8Array>, append: (s: string) => void) => {
+    const d = decoder();
+    for await (const chunk of stream) append(d.decode(chunk, { stream: true }));
+  };
+  const drained = Promise.all([drain(child.stdout, (s) => out += s), drain(child.stderr, (s) => err += s)]);
+  return {
+    child,
+    stdout: () => out,
+    stderr: () => err,
+    async waitForStderr(pattern, timeoutMs = 30_000) {
+      const deadline = Date.now() + timeoutMs;
+      while (!pattern.test(err)) {
+        if (Date.now() > deadline) {
+          throw new Error(`timed out waiting for ${pattern}; stderr so far:\n${err}`);
+        }
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    },
+    async exit() {
+      const status = await child.status;
+      await drained;
+      return status.code;
+    },
+  };
+}

@@ -1,0 +1,119 @@
+/** Shared helpers for tests against the real brokers started by scripts/services.sh. */
+import { Kafka, logLevel } from "kafkajs";
+import mqtt from "mqtt";
+
+export const KAFKA_BROKERS = (Deno.env.get("EDGEINFER_KAFKA_BROKERS") ?? "127.0.0.1:9092").split(",");
+export const MQTT_URL = Deno.env.get("EDGEINFER_MQTT_URL") ?? "mqtt://127.0.0.1:1883";
+/** host:port form for edgeinfer URLs. */
+export const MQTT_HOSTPORT = MQTT_URL.replace(/^mqtt:\/\//, "");
+
+export const kafka = new Kafka({
+  clientId: "edgeinfer-tests",
+  brokers: KAFKA_BROKERS,
+  logLevel: logLevel.NOTHING,
+});
+
+export function uniqueName(prefix: string): string {
+  return `${prefix}-${crypto.randomUUID().slice(0, 8)}`;
+}
+
+export async function createTopic(topic: string, numPartitions: number): Promise<void> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    await admin.createTopics({
+      topics: [{ topic, numPartitions, replicationFactor: 1 }],
+      waitForLeaders: true,
+    });
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+export async function produce(
+  topic: string,
+  messages: { key?: string; value: string; partition?: number }[],
+): Promise<void> {
+  const producer = kafka.producer({ allowAutoTopicCreation: true });
+  await producer.connect();
+  try {
+    await producer.send({ topic, messages, acks: -1 });
+  } finally {
+    await producer.disconnect();
+  }
+}
+
+export interface ConsumedRecord {
+  key: string | null;
+  value: string;
+  partition: number;
+  offset: string;
+  headers: Record<string, string>;
+}
+
+/** Reads `topic` from the beginning until `count` records arrived or `timeoutMs` passed. */
+export async function consume(topic: string, count: number, timeoutMs = 30_000): Promise<ConsumedRecord[]> {
+  const consumer = kafka.consumer({ groupId: uniqueName("reader") });
+  const records: ConsumedRecord[] = [];
+  await consumer.connect();
+  try {
+    await consumer.subscribe({ topic, fromBeginning: true });
+    let done: () => void;
+    const finished = new Promise<void>((resolve) => done = resolve);
+    await consumer.run({
+      eachMessage: ({ message, partition }) => {
+        const headers: Record<string, string> = {};
+        for (const [k, v] of Object.entries(message.headers ?? {})) headers[k] = String(v);
+        records.push({
+          key: message.key?.toString() ?? null,
+          value: message.value?.toString() ?? "",
+          partition,
+          offset: message.offset,
+          headers,
+        });
+        if (records.length >= count) done();
+        return Promise.resolve();
+      },
+    });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([finished, new Promise<void>((resolve) => timer = setTimeout(resolve, timeoutMs))]);
+    clearTimeout(timer);
+  } finally {
+    await consumer.disconnect();
+  }
+  return records;
+}
+
+/** Committed offsets of a consumer group on a topic, by partition (-1 = none). */
+export async function committedOffsets(groupId: string, topic: string): Promise<Map<number, number>> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const [result] = await admin.fetchOffsets({ groupId, topics: [topic] });
+    return new Map(result.partitions.map((p) => [p.partition, Number(p.offset)]));
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/**
+ * Creates a persistent MQTT 5 session for `clientId` subscribed to `filter` at QoS 1, then
+ * disconnects: the broker queues matching messages until edgeinfer connects with that id.
+ */
+export async function prepareMqttSession(clientId: string, filter: string): Promise<void> {
+  const client = await mqtt.connectAsync(MQTT_URL, {
+    clientId,
+    clean: false,
+    protocolVersion: 5,
+    properties: { sessionExpiryInterval: 600 },
+    reconnectPeriod: 0,
+  });
+  await client.subscribeAsync(filter, { qos: 1 });
+  await client.endAsync();
+}
+
+export async function publishMqtt(topic: string, payloads: string[], qos: 0 | 1 = 1): Promise<void> {
+  const client = await mqtt.connectAsync(MQTT_URL, { reconnectPeriod: 0 });
+  await Promise.all(payloads.map((p) => client.publishAsync(topic, p, { qos })));
+  await client.endAsync();
+}
