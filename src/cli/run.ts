@@ -198,7 +198,7 @@ export async function runCommand(argv: string[]): Promise<void> {
       // Commit what was acknowledged even after a failure, so it is not redelivered.
       await source.close();
     }
-    log(`done: ${stats.describe()} in ${stats.elapsedSeconds().toFixed(2)} s`);
+    log(`done: ${stats.describe()} in ${stats.activeSeconds().toFixed(2)} s from the first event`);
   } finally {
     if (status !== undefined) clearInterval(status);
     stopSignals();

@@ -1,3 +1,4 @@
+import { parseDecimal, POW10 } from "./decimal.ts";
 import type { DecodedMeta, Decoder } from "./decoder.ts";
 
 /**
@@ -12,22 +13,52 @@ export class DelimitedDecoder implements Decoder {
     const comma = text.indexOf(",");
     if (comma === -1) return `expected '<id>,<v1>#<v2>#…', found no ',' after the id`;
     const id = text.slice(0, comma).trim();
+    // One pass over the characters, no substring per value: plain decimals ("2.10", "-0.5") are
+    // accumulated digit by digit; any other token is handed to parseDecimal.
+    const width = this.width;
+    const end = text.length;
     let count = 0;
-    let start = comma + 1;
-    // Scan tokens in place: no split() array per event.
-    while (true) {
-      const end = text.indexOf("#", start);
-      const token = end === -1 ? text.slice(start) : text.slice(start, end);
-      if (count < this.width) {
-        const value = token.trim() === "" ? NaN : Number(token);
-        if (!Number.isFinite(value)) {
-          return `value ${count + 1} is not a number: ${JSON.stringify(token.slice(0, 40))}`;
+    let tokenStart = comma + 1;
+    let mantissa = 0;
+    let digits = 0;
+    let scale = 0;
+    let dot = false;
+    let negative = false;
+    let plain = true;
+    let closed = false; // a space came after the number started: only spaces may follow
+    for (let i = tokenStart; i <= end; i++) {
+      const c = i === end ? 35 : text.charCodeAt(i);
+      if (closed && c !== 32 && c !== 35) plain = false;
+      if (c >= 48 && c <= 57) {
+        mantissa = mantissa * 10 + (c - 48);
+        digits++;
+        if (dot) scale++;
+      } else if (c === 35) { // '#': the token is complete
+        if (count < width) {
+          const value = plain && digits > 0 && digits <= 15 && scale <= 22
+            ? (negative ? -1 : 1) * (scale === 0 ? mantissa : mantissa / POW10[scale])
+            : parseDecimal(text, tokenStart, i);
+          if (!Number.isFinite(value)) {
+            return `value ${count + 1} is not a number: ${
+              JSON.stringify(text.slice(tokenStart, i).slice(0, 40))
+            }`;
+          }
+          row[offset + count] = value;
         }
-        row[offset + count] = value;
+        count++;
+        tokenStart = i + 1;
+        mantissa = digits = scale = 0;
+        dot = negative = closed = false;
+        plain = true;
+      } else if (c === 46 && !dot) {
+        dot = true;
+      } else if (c === 45 && digits === 0 && !dot && !negative) {
+        negative = true;
+      } else if (c === 32) {
+        if (digits > 0 || dot || negative) closed = true;
+      } else {
+        plain = false; // exponent, '+', stray characters: parseDecimal decides
       }
-      count++;
-      if (end === -1) break;
-      start = end + 1;
     }
     if (count !== this.width) return `expected ${this.width} values, found ${count}`;
     meta.id = id === "" ? undefined : id;

@@ -64,6 +64,7 @@ export class Pipeline {
     );
     try {
       for await (const chunk of source.events(stop.signal)) {
+        stats.firstEventAt ??= performance.now();
         for (let i = 0; i < chunk.length && stats.events !== maxEvents; i++) {
           stats.events++;
           batcher.add(chunk[i]);

@@ -1,6 +1,7 @@
 /** Counters of a run, read by the status line and the final summary. */
 export class Stats {
-  readonly startedAt = performance.now();
+  /** When the first event arrived: throughput is measured from here, not from connecting. */
+  firstEventAt: number | undefined;
   /** Events taken from the source. */
   events = 0;
   /** Events whose prediction or dead-letter record is durable and that were acknowledged. */
@@ -11,14 +12,15 @@ export class Stats {
   batches = 0;
   inFlight = 0;
 
-  elapsedSeconds(): number {
-    return (performance.now() - this.startedAt) / 1000;
+  /** Seconds since the first event (0 before it). */
+  activeSeconds(): number {
+    return this.firstEventAt === undefined ? 0 : (performance.now() - this.firstEventAt) / 1000;
   }
 
   /** One line for the periodic status and the summary. */
   describe(rateSince?: { acked: number; at: number }): string {
     const now = performance.now();
-    const since = rateSince ?? { acked: 0, at: this.startedAt };
+    const since = rateSince ?? { acked: 0, at: this.firstEventAt ?? now };
     const seconds = Math.max((now - since.at) / 1000, 1e-9);
     const rate = Math.round((this.acked - since.acked) / seconds);
     const meanBatch = this.batches === 0 ? 0 : this.events / this.batches;

@@ -19,3 +19,30 @@ Deno.test("DelimitedDecoder rejects a wrong number of values or a non-number, na
   assert.equal(decoder.decode("1,1##3", row, 0, emptyMeta()), 'value 2 is not a number: ""');
   assert.match(decoder.decode("1#2#3", row, 0, emptyMeta()) ?? "", /no ',' after the id/);
 });
+
+Deno.test("DelimitedDecoder parses each value exactly as Number() would, or rejects it", () => {
+  const tokens = [
+    "2.10",
+    " 2.13 ",
+    "-0.5",
+    "+7",
+    "5.",
+    ".5",
+    "1e3",
+    "-2.5E-4",
+    "0.1234567890123456789",
+    "2 3",
+    "--1",
+    "1-2",
+    "-",
+    ".",
+  ];
+  const decoder = new DelimitedDecoder(1);
+  for (const token of tokens) {
+    const row = new Float32Array(1);
+    const error = decoder.decode(`id,${token}`, row, 0, emptyMeta());
+    const expected = token.trim() === "" ? NaN : Number(token);
+    if (Number.isFinite(expected)) assert.equal(row[0], Math.fround(expected), token);
+    else assert.match(error ?? "", /value 1 is not a number/, token);
+  }
+});
