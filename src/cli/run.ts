@@ -118,7 +118,8 @@ export async function runCommand(argv: string[]): Promise<void> {
   }
 
   // Validate every URL before connecting anywhere, so a typo fails fast.
-  const source = createSource(f.source);
+  // The MQTT receive window: every batch that may await the sink, plus the one being filled.
+  const source = createSource(f.source, batchSize * (maxInFlight + 1));
   const model = await Model.load(f.model, {
     features: listFlag(f.features),
     threshold: numberFlag("threshold", f.threshold),

@@ -6,8 +6,11 @@ import { createFileSource } from "./file.ts";
 import { createKafkaSource } from "./kafka.ts";
 import { createMqttSource } from "./mqtt.ts";
 
-/** Builds the source named by a --source URL. Throws UsageError for a bad URL or parameter. */
-export function createSource(url: string): Source {
+/**
+ * Builds the source named by a --source URL. Throws UsageError for a bad URL or parameter.
+ * `bufferEvents` bounds what a source may hold un-acknowledged (MQTT's receive window).
+ */
+export function createSource(url: string, bufferEvents = 65535): Source {
   const flag = "--source";
   const endpoint: Endpoint = parseEndpoint(flag, url);
   switch (endpoint.kind) {
@@ -34,6 +37,7 @@ export function createSource(url: string): Source {
         clientId: q.get("client-id") ?? defaultClientId(endpoint.topic, shareGroup),
         shareGroup,
         protocolVersion,
+        maxInFlight: Math.min(65535, Math.max(1, bufferEvents)),
       });
     }
     case "kafka": {

@@ -1,0 +1,325 @@
+/**
+ * MQTT source: a persistent-session subscriber whose QoS 1/2 acknowledgements are deferred until
+ * the pipeline calls `ack()` (the event's predictions are durable), without serialising delivery.
+ *
+ * How: mqtt.js handles incoming packets one after another and writes each PUBACK (QoS 1) or PUBREC
+ * (QoS 2) as soon as the message was handed to the application. We let that packet loop run at
+ * full speed and only swallow those two packets (see `holdBackAcks`); `ack()` writes the same
+ * packet later. The broker stops at its in-flight window of un-acked deliveries: MQTT 5
+ * `receiveMaximum` (= `maxInFlight`), or Mosquitto's `max_inflight_messages` for MQTT 3.1.1.
+ *
+ * Backpressure: pause() stops yielding chunks; arriving events are buffered. Once `maxInFlight`
+ * events are buffered the socket is no longer read (TCP backpressure) until the consumer takes
+ * them. The broker window alone is not a memory bound: Mosquitto 2.0.11 keeps it only while no
+ * acks arrive at all — each PUBACK of the oldest in-flight message may release up to a whole window
+ * of queued messages (measured: window 20, acks 20 ms late -> ~1600 outstanding). A pause longer
+ * than 1.5 x keepalive (90 s) with the socket unread ends in a keepalive timeout and a reconnect;
+ * un-acked events are then redelivered (duplicates, never loss).
+ *
+ * QoS 2: the event is delivered when the PUBLISH arrives and PUBREC is withheld until `ack()`;
+ * mqtt.js then answers the broker's PUBREL with PUBCOMP by itself. If the connection drops before
+ * `ack()`, the broker re-sends the PUBLISH, so QoS 2 is at-least-once towards the pipeline (like
+ * QoS 1), never "acked and lost".
+ */
+import mqtt from "mqtt";
+import type { IClientOptions, IConnackPacket, IPublishPacket, MqttClient, Packet } from "mqtt";
+import { RuntimeError, UsageError } from "../errors.ts";
+import { logLine } from "../log.ts";
+import type { Origin, Source, SourceEvent } from "../pipeline/types.ts";
+
+export interface MqttSourceOptions {
+  /** Broker URL, e.g. "mqtt://127.0.0.1:1883" (mqtts://, ws:// also work). */
+  brokerUrl: string;
+  username?: string;
+  password?: string;
+  /** Topic filter, e.g. "cars/+/sensors". */
+  topicFilter: string;
+  /** Maximum QoS of the subscription. 0 means no acks and no redelivery. */
+  qos: 0 | 1 | 2;
+  /** Stable client id: the broker keeps the session (subscription + queued messages) under it. */
+  clientId: string;
+  /** Subscribe as `$share/<group>/<filter>` (MQTT 5 shared subscription; needs protocolVersion 5). */
+  shareGroup?: string;
+  protocolVersion: 4 | 5;
+  /**
+   * Un-acked QoS 1/2 deliveries the broker may have outstanding (1..65535, default 65535); should be
+   * >= batch size x batches in flight. Sent as MQTT 5 `receiveMaximum`, which Mosquitto 2.0 uses
+   * *instead of* its `max_inflight_messages` (larger or smaller). MQTT 3.1.1 cannot announce it:
+   * there the broker's `max_inflight_messages` is the window and must be >= the batch size, or
+   * batches only fill up to the window and then wait for linger. Also the number of buffered,
+   * not yet yielded events above which the socket stops being read.
+   */
+  maxInFlight?: number;
+}
+
+/** The mqtt.js version whose internals `holdBackAcks` was written against and tested with. */
+export const PINNED_MQTT_VERSION = "5.16.0";
+
+/** Seconds the broker keeps an MQTT 5 session (subscription + queued messages) while we are away. */
+const SESSION_EXPIRY_S = 24 * 60 * 60;
+
+type AckCmd = "puback" | "pubrec";
+type SendPacket = (packet: Packet, cb?: (err?: Error) => void, ...rest: unknown[]) => void;
+
+/**
+ * The one reach into mqtt.js internals (pinned to 5.16.0, build/lib/handlers/publish.js):
+ * after handing a QoS 1 message to the application, the publish handler calls
+ * `client._sendPacket({cmd: 'puback', messageId, reasonCode: 0}, done)`, and for QoS 2
+ * `client._sendPacket({cmd: 'pubrec', messageId}, done)` — `done` lets the packet loop go on to
+ * the next packet. We replace `_sendPacket` on this client instance: such successful acks are not
+ * written, but `done` is still called, so the loop does not wait. Everything else passes through.
+ * Returns the original `_sendPacket`, with which `ack()` writes the withheld packet later.
+ */
+export function holdBackAcks(client: MqttClient): SendPacket {
+  const version = mqtt.MqttClient.VERSION;
+  // deno-lint-ignore no-explicit-any
+  const internals = client as any;
+  if (version !== PINNED_MQTT_VERSION || typeof internals._sendPacket !== "function") {
+    throw new Error(
+      `edgeinfer's MQTT source defers PUBACKs through mqtt.js ${PINNED_MQTT_VERSION} internals ` +
+        `(MqttClient._sendPacket), but found mqtt.js ${version}; re-check src/sources/mqtt.ts ` +
+        `against handlers/publish.js of that version and update PINNED_MQTT_VERSION`,
+    );
+  }
+  const send: SendPacket = internals._sendPacket.bind(client);
+  internals._sendPacket = (packet: Packet, cb?: (err?: Error) => void, ...rest: unknown[]) => {
+    if (
+      (packet.cmd === "puback" || packet.cmd === "pubrec") && !(packet as { reasonCode?: number }).reasonCode
+    ) {
+      cb?.(); // the packet loop goes on; ack() writes this packet later
+      return;
+    }
+    return send(packet, cb, ...rest);
+  };
+  return send;
+}
+
+class MqttEvent implements SourceEvent {
+  readonly origin: Origin;
+  #pending: boolean;
+  constructor(
+    readonly payload: Uint8Array,
+    readonly key: string,
+    readonly receivedAt: number,
+    private readonly writeAck: ((cmd: AckCmd, messageId: number, generation: number) => void) | null,
+    private readonly cmd: AckCmd,
+    private readonly messageId: number,
+    private readonly generation: number,
+  ) {
+    this.origin = { kind: "mqtt", topic: key };
+    this.#pending = writeAck !== null;
+  }
+  ack(): void {
+    if (!this.#pending) return; // QoS 0, or already acked (a second PUBACK could ack a reused id)
+    this.#pending = false;
+    this.writeAck!(this.cmd, this.messageId, this.generation);
+  }
+}
+
+/** The URL without user:password, for messages and logs. */
+function redact(url: string): string {
+  try {
+    const u = new URL(url);
+    u.username = "";
+    u.password = "";
+    return u.toString().replace(/\/$/, "");
+  } catch {
+    return url;
+  }
+}
+
+export function createMqttSource(options: MqttSourceOptions): Source {
+  const { topicFilter, shareGroup, protocolVersion, qos } = options;
+  const maxInFlight = options.maxInFlight ?? 65535;
+  if (shareGroup !== undefined && protocolVersion !== 5) {
+    throw new UsageError(`MQTT shared subscriptions ($share/${shareGroup}/...) need MQTT protocol version 5`);
+  }
+  if (!/^(mqtts?|wss?|tcp|ssl):\/\/[^/]/.test(options.brokerUrl)) {
+    throw new UsageError(
+      `MQTT broker URL must look like mqtt://host:port, got '${redact(options.brokerUrl)}'`,
+    );
+  }
+  if (options.clientId === "") {
+    throw new UsageError(
+      "MQTT client id must not be empty: the broker keeps the persistent session under it",
+    );
+  }
+  if (!Number.isInteger(maxInFlight) || maxInFlight < 1 || maxInFlight > 65535) {
+    throw new UsageError(`MQTT max in-flight must be an integer in 1..65535, got ${maxInFlight}`);
+  }
+  const broker = redact(options.brokerUrl);
+  const subscription = shareGroup === undefined ? topicFilter : `$share/${shareGroup}/${topicFilter}`;
+  const description = `${broker}/${subscription}`;
+
+  let client: MqttClient | undefined;
+  let send: SendPacket | undefined;
+  /** Bumped whenever the connection closes: acks of earlier deliveries are then dropped. */
+  let generation = 0;
+  let buffer: SourceEvent[] = [];
+  let paused = false;
+  let closed = false;
+  let failure: Error | undefined;
+  let wake: (() => void) | undefined;
+  let wakeTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The socket we stopped reading because too many events were buffered (see 'packetreceive'). */
+  let pausedSocket: MqttClient["stream"] | undefined;
+
+  const wakeConsumer = () => {
+    clearTimeout(wakeTimer);
+    wakeTimer = undefined;
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+
+  const writeAck = (cmd: AckCmd, messageId: number, gen: number) => {
+    // An ack for a delivery from an earlier connection must not be sent: the broker re-sends that
+    // message (same packet id) on the new connection, and once acked it may reuse the id for a
+    // different message, which a late PUBACK would then acknowledge before it was processed.
+    if (gen !== generation || !client?.connected) return;
+    send!({ cmd, messageId } as Packet);
+  };
+
+  const fail = (err: Error) => {
+    if (failure || closed) return;
+    failure = err;
+    client?.end(true);
+    wakeConsumer();
+  };
+
+  const connect = () => {
+    const clientOptions: IClientOptions = {
+      clientId: options.clientId,
+      username: options.username,
+      password: options.password,
+      protocolVersion,
+      clean: false,
+      reconnectPeriod: 1000,
+      connectTimeout: 10_000,
+      resubscribe: true, // mqtt.js re-subscribes on reconnect when the broker reports no session
+      properties: protocolVersion === 5
+        ? { sessionExpiryInterval: SESSION_EXPIRY_S, receiveMaximum: maxInFlight }
+        : undefined,
+    };
+    const c = mqtt.connect(options.brokerUrl, clientOptions);
+    client = c;
+    send = holdBackAcks(c);
+    let everConnected = false;
+    let offline = false;
+
+    // 'packetreceive' (public) fires for every packet before mqtt.js handles it — for QoS 2 at
+    // PUBLISH time, whereas 'message' would only fire after PUBREL, i.e. after PUBREC was sent.
+    c.on("packetreceive", (packet: Packet) => {
+      if (packet.cmd !== "publish" || closed) return;
+      const p = packet as IPublishPacket;
+      const topic = p.topic;
+      const event = new MqttEvent(
+        p.payload as Uint8Array, // a Buffer, i.e. a Uint8Array; not copied
+        topic,
+        Date.now(),
+        p.qos === 0 ? null : writeAck,
+        p.qos === 2 ? "pubrec" : "puback",
+        p.messageId ?? 0,
+        generation,
+      );
+      buffer.push(event);
+      // Bound local memory when the broker window does not (QoS 0, or a large 3.1.1 window).
+      if (buffer.length >= maxInFlight && pausedSocket !== c.stream) {
+        pausedSocket = c.stream;
+        pausedSocket.pause();
+      }
+      // Wake the consumer once per macrotask, so the packets parsed from one socket read (mqtt.js
+      // handles them in a chain of nextTicks) reach the pipeline as one chunk.
+      if (wake && wakeTimer === undefined && !paused) wakeTimer = setTimeout(wakeConsumer, 0);
+    });
+
+    c.on("connect", (connack: IConnackPacket) => {
+      if (!everConnected) {
+        everConnected = true;
+        // Subscribe on the first connection even when the session exists (the filter or QoS may
+        // have changed); later reconnects re-subscribe through mqtt.js when the session was lost.
+        c.subscribe(subscription, { qos, ...(protocolVersion === 5 ? { rh: 1 } : {}) }, (err) => {
+          if (err) {
+            fail(
+              new RuntimeError(
+                `MQTT broker ${broker} refused subscription '${subscription}': ${err.message}`,
+              ),
+            );
+          }
+        });
+      } else if (offline) {
+        offline = false;
+        logLine(`mqtt: reconnected to ${broker} (session ${connack.sessionPresent ? "resumed" : "new"})`);
+      }
+    });
+    c.on("close", () => {
+      generation++;
+    });
+    c.on("offline", () => {
+      if (everConnected && !closed) {
+        offline = true;
+        logLine(`mqtt: lost connection to ${broker}; reconnecting every 1s`);
+      }
+    });
+    c.on("error", (err: Error) => {
+      if (!everConnected) {
+        fail(new RuntimeError(`cannot connect to MQTT broker ${broker}: ${err.message}`));
+      } else if (/^Connection refused/.test(err.message)) {
+        // CONNACK refusal on a reconnect (e.g. credentials revoked): mqtt.js stops reconnecting.
+        fail(new RuntimeError(`MQTT broker ${broker} refused the connection: ${err.message}`));
+      }
+      // Other errors (ECONNRESET, keepalive timeout, ECONNREFUSED while reconnecting) are transient
+      // and reported by 'offline'; mqtt.js reconnects.
+    });
+  };
+
+  return {
+    description,
+
+    async *events(signal: AbortSignal): AsyncIterable<SourceEvent[]> {
+      if (client) throw new Error("MqttSource.events() may only be called once");
+      const onAbort = () => wakeConsumer();
+      signal.addEventListener("abort", onAbort, { once: true });
+      connect();
+      try {
+        while (true) {
+          if (failure) throw failure;
+          if (signal.aborted || closed) return;
+          if (!paused && buffer.length > 0) {
+            const chunk = buffer;
+            buffer = [];
+            pausedSocket?.resume();
+            pausedSocket = undefined;
+            yield chunk;
+            continue;
+          }
+          await new Promise<void>((resolve) => wake = resolve);
+        }
+      } finally {
+        signal.removeEventListener("abort", onAbort);
+      }
+    },
+
+    pause() {
+      paused = true;
+    },
+
+    resume() {
+      if (!paused) return;
+      paused = false;
+      wakeConsumer();
+    },
+
+    async close() {
+      if (closed) return;
+      closed = true;
+      wakeConsumer();
+      const c = client;
+      if (!c) return;
+      // Graceful end: acks written so far are in the socket's write buffer ahead of DISCONNECT,
+      // and the stream is ended (flushed), not destroyed. Un-acked deliveries get no PUBACK: the
+      // broker re-sends them in the next session.
+      await new Promise<void>((resolve) => c.end(false, {}, () => resolve()));
+    },
+  };
+}
