@@ -1,0 +1,349 @@
+#!/usr/bin/env python3
+"""Trains the connected-car anomaly model shipped as models/car-anomaly.onnx.
+
+Run through scripts/train.sh, which installs the pinned dependencies into a virtual environment.
+
+1. Data: `edgeinfer simulate` writes fleets to JSON lines (simulated clock, --rate 0):
+   - training:   healthy cars only (seed S);
+   - validation: healthy cars (seed S+1) and a fleet with failures (seed S+2), to pick the threshold;
+   - held-out:   a fleet with failures from a different seed (S+1000), never seen during training or
+                 threshold selection, for the metrics of the model card.
+2. Model: an autoencoder (scikit-learn MLPRegressor trained to reproduce its input) on the 18 sensor
+   features, standardised. The scaling is folded into the ONNX graph, so the model takes raw
+   readings: input `input` float32 [N, 18]; output `score` float32 [N] = mean over the 18 features
+   of the squared reconstruction error in standardised units.
+3. Threshold: the score threshold with the best F1 on the validation events (anomaly = score > t).
+4. Metrics on the held-out fleet: precision / recall / F1 over events, overall and per failure mode.
+
+Same seed (and same dependency versions) -> same model and the same metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+FEATURES = [
+    "coolant_temp",
+    "intake_air_temp",
+    "intake_air_flow_speed",
+    "battery_percentage",
+    "battery_voltage",
+    "current_draw",
+    "speed",
+    "engine_vibration_amplitude",
+    "throttle_pos",
+    "tire_pressure_1_1",
+    "tire_pressure_1_2",
+    "tire_pressure_2_1",
+    "tire_pressure_2_2",
+    "accelerometer_1_1_value",
+    "accelerometer_1_2_value",
+    "accelerometer_2_1_value",
+    "accelerometer_2_2_value",
+    "control_unit_firmware",
+]
+MODES = ["tire_pressure", "shock", "drive_shaft", "overheating", "firmware"]
+
+ROOT = Path(os.environ.get("EDGEINFER_ROOT") or Path(__file__).resolve().parents[2])
+MODEL_NAME = "car-anomaly"
+MODEL_VERSION = "1"
+
+# Fleets: cars x readings per car (1 simulated second apart). Failures: probability per car per
+# simulated minute for each mode, and the fraction of cars failing from the start.
+FULL = {
+    "train": dict(cars=400, readings=600),
+    "val_healthy": dict(cars=100, readings=600),
+    "val_failing": dict(cars=100, readings=600, initial=0.3, p=0.01),
+    "heldout": dict(cars=200, readings=600, initial=0.1, p=0.01),
+    "hidden": (64, 12, 64),
+    "max_iter": 150,
+}
+SMALL = {
+    "train": dict(cars=40, readings=100),
+    "val_healthy": dict(cars=10, readings=100),
+    "val_failing": dict(cars=10, readings=100, initial=0.5, p=0.05),
+    "heldout": dict(cars=10, readings=100, initial=0.5, p=0.05),
+    "hidden": (16, 6, 16),
+    "max_iter": 5,
+}
+
+# Standard deviations below this fraction of the feature's typical magnitude are floored: a feature
+# that never varies in healthy data (control_unit_firmware is always 2000) must not divide by ~0.
+SCALE_FLOOR_FRACTION = 1e-3
+
+
+def log(message: str) -> None:
+    print(f"train: {message}", file=sys.stderr, flush=True)
+
+
+def simulate(cmd: list[str], out: Path, seed: int, cars: int, readings: int, initial: float | None = None,
+             p: float | None = None) -> None:
+    args = cmd + [
+        "simulate", "--cars", str(cars), "--count", str(cars * readings), "--seed", str(seed),
+        "--rate", "0", "--interval", "1", "--quiet", "--target", f"file:{out}",
+    ]
+    if initial is None:
+        args.append("--healthy")
+    else:
+        args += ["--initial-failures", str(initial)]
+        for mode in MODES:
+            args += [f"--p-{mode.replace('_', '-')}", str(p)]
+    log(" ".join(shlex.quote(a) for a in args))
+    subprocess.run(args, check=True, cwd=ROOT)
+
+
+def load(path: Path) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
+    rows, labels, modes = [], [], []
+    with open(path) as f:
+        for line in f:
+            e = json.loads(line)
+            rows.append([e[k] for k in FEATURES])
+            labels.append(bool(e["failure_occurred"]))
+            modes.append(e["failure_modes"])
+    return np.asarray(rows, dtype=np.float32), np.asarray(labels), modes
+
+
+def fit_scaler(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = x.mean(axis=0, dtype=np.float64)
+    std = x.std(axis=0, dtype=np.float64)
+    floor = SCALE_FLOOR_FRACTION * np.maximum(np.abs(mean), 1.0)
+    return mean.astype(np.float32), np.maximum(std, floor).astype(np.float32)
+
+
+def best_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Threshold t (anomaly = score > t) with the best F1; midway between neighbouring scores."""
+    order = np.argsort(-scores, kind="stable")
+    s = scores[order].astype(np.float64)
+    y = labels[order]
+    tp = np.cumsum(y)
+    fp = np.cumsum(~y)
+    positives = y.sum()
+    # Cutting after position i flags the i+1 highest scores; only cut between distinct scores.
+    distinct = np.r_[s[1:] < s[:-1], True]
+    precision = tp / np.maximum(tp + fp, 1)
+    recall = tp / max(positives, 1)
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)
+    f1 = np.where(distinct, f1, -1)
+    i = int(np.argmax(f1))
+    below = s[i + 1] if i + 1 < len(s) else s[i] - 1.0
+    return float((s[i] + below) / 2)
+
+
+def fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
+def prf(flagged: np.ndarray, labels: np.ndarray) -> dict:
+    tp = int((flagged & labels).sum())
+    fp = int((flagged & ~labels).sum())
+    fn = int((~flagged & labels).sum())
+    precision = tp / (tp + fp) if tp + fp else None
+    recall = tp / (tp + fn) if tp + fn else None
+    f1 = 2 * precision * recall / (precision + recall) if precision and recall else (
+        0.0 if precision is not None and recall is not None else None)
+    r4 = lambda v: None if v is None else round(v, 4)  # noqa: E731
+    return {"events": int(len(labels)), "positives": int(labels.sum()), "tp": tp, "fp": fp, "fn": fn,
+            "precision": r4(precision), "recall": r4(recall), "f1": r4(f1)}
+
+
+def metrics(flagged: np.ndarray, labels: np.ndarray, modes: list[list[str]]) -> dict:
+    """Same definitions as scripts/train/evaluate.ts.
+
+    overall: all events. per mode: the healthy events plus the events whose only active failure is
+    that mode (so precision counts the false alarms on healthy cars against each mode), and the
+    recall over every event with that mode active (alone or not).
+    """
+    out = {"overall": prf(flagged, labels), "modes": {}}
+    healthy = ~labels
+    out["false_positive_rate"] = round(float(flagged[healthy].mean()) if healthy.any() else 0.0, 5)
+    for mode in MODES:
+        only = np.array([m == [mode] for m in modes])
+        having = np.array([mode in m for m in modes])
+        subset = healthy | only
+        entry = prf(flagged[subset], labels[subset])
+        entry["recall_any"] = round(float(flagged[having].mean()), 4) if having.any() else None
+        out["modes"][mode] = entry
+    return out
+
+
+def build_onnx(mean: np.ndarray, scale: np.ndarray, coefs: list[np.ndarray], intercepts: list[np.ndarray],
+               activation: str, threshold: float, meta_extra: dict):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    n = len(FEATURES)
+    inits = [
+        numpy_helper.from_array(mean.astype(np.float32), "mean"),
+        numpy_helper.from_array((1.0 / scale).astype(np.float32), "inv_scale"),
+    ]
+    nodes = [
+        helper.make_node("Sub", ["input", "mean"], ["centered"]),
+        helper.make_node("Mul", ["centered", "inv_scale"], ["scaled"]),
+    ]
+    act = {"tanh": "Tanh", "relu": "Relu", "logistic": "Sigmoid"}[activation]
+    x = "scaled"
+    for i, (w, b) in enumerate(zip(coefs, intercepts)):
+        inits.append(numpy_helper.from_array(w.astype(np.float32), f"W{i}"))
+        inits.append(numpy_helper.from_array(b.astype(np.float32), f"B{i}"))
+        last = i == len(coefs) - 1
+        y = "reconstruction" if last else f"h{i}"
+        nodes.append(helper.make_node("Gemm", [x, f"W{i}", f"B{i}"], [y if last else f"z{i}"]))
+        if not last:
+            nodes.append(helper.make_node(act, [f"z{i}"], [y]))
+        x = y
+    nodes += [
+        helper.make_node("Sub", ["reconstruction", "scaled"], ["error"]),
+        helper.make_node("Mul", ["error", "error"], ["squared"]),
+        helper.make_node("ReduceMean", ["squared"], ["score"], axes=[1], keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "car_anomaly_autoencoder",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", n])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N"])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="edgeinfer-train",
+                              producer_version=MODEL_VERSION)
+    model.ir_version = 8
+    model.doc_string = ("Connected-car anomaly autoencoder. Input: raw sensor readings in edgeinfer.features "
+                        "order. score = mean squared reconstruction error in standardised units; "
+                        "anomaly when score > edgeinfer.threshold.")
+    props = {
+        "edgeinfer.features": json.dumps(FEATURES),
+        "edgeinfer.threshold": repr(float(np.float32(threshold))),
+        "edgeinfer.score": "score",
+        "edgeinfer.name": MODEL_NAME,
+        "edgeinfer.version": MODEL_VERSION,
+        **meta_extra,
+    }
+    for k, v in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def score_onnx(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    session = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+    out = []
+    for i in range(0, len(x), 65536):
+        out.append(session.run(["score"], {"input": x[i:i + 65536]})[0])
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=str(ROOT / "models" / "car-anomaly.onnx"), help="ONNX file to write")
+    ap.add_argument("--seed", type=int, default=1, help="seed of the data and the training (default 1)")
+    ap.add_argument("--small", action="store_true", help="tiny data and few iterations (CI: seconds)")
+    ap.add_argument("--edgeinfer", default=None,
+                    help="command that runs edgeinfer, from the repository root "
+                         "(default: $EDGEINFER_CMD or 'deno run -A main.ts')")
+    ap.add_argument("--work-dir", default=None, help="where to keep the generated fleets (default: a temp dir)")
+    ap.add_argument("--metrics-out", default=None,
+                    help="write the metrics as JSON here (default: the --out path with .metrics.json)")
+    args = ap.parse_args()
+
+    cfg = SMALL if args.small else FULL
+    cmd = shlex.split(args.edgeinfer or os.environ.get("EDGEINFER_CMD") or "deno run -A main.ts")
+    started = time.time()
+    tmp = None
+    if args.work_dir:
+        work = Path(args.work_dir).resolve()
+        work.mkdir(parents=True, exist_ok=True)
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="edgeinfer-train-")
+        work = Path(tmp.name).resolve()
+
+    seeds = {"train": args.seed, "val_healthy": args.seed + 1, "val_failing": args.seed + 2,
+             "heldout": args.seed + 1000}
+    data = {}
+    for name, seed in seeds.items():
+        path = work / f"{name}.jsonl"
+        simulate(cmd, path, seed, **cfg[name])
+        data[name] = load(path)
+    t_data = time.time() - started
+
+    from sklearn.neural_network import MLPRegressor
+
+    x_train = data["train"][0]
+    mean, scale = fit_scaler(x_train)
+    z_train = (x_train - mean) / scale
+    net = MLPRegressor(hidden_layer_sizes=cfg["hidden"], activation="tanh", solver="adam", alpha=1e-6,
+                       batch_size=256, learning_rate_init=1e-3, max_iter=cfg["max_iter"], tol=1e-6,
+                       n_iter_no_change=12, early_stopping=not args.small, validation_fraction=0.1,
+                       shuffle=True, random_state=args.seed)
+    t0 = time.time()
+    import warnings
+    from sklearn.exceptions import ConvergenceWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        net.fit(z_train, z_train)
+    t_fit = time.time() - t0
+    log(f"trained {len(FEATURES)}->{'->'.join(map(str, cfg['hidden']))}->{len(FEATURES)} autoencoder on "
+        f"{len(x_train)} healthy readings: {net.n_iter_} epochs, loss {net.loss_:.5f}, {t_fit:.1f} s")
+
+    # Threshold on validation data, scored by the exported graph itself.
+    provisional = build_onnx(mean, scale, net.coefs_, net.intercepts_, "tanh", 0.0, {})
+    pbytes = provisional.SerializeToString()
+    xv = np.concatenate([data["val_healthy"][0], data["val_failing"][0]])
+    yv = np.concatenate([data["val_healthy"][1], data["val_failing"][1]])
+    threshold = best_f1_threshold(score_onnx(pbytes, xv), yv)
+    threshold = float(np.float32(threshold))
+    log(f"threshold {threshold:.6g} (best F1 on {len(xv)} validation readings, {int(yv.sum())} failing)")
+
+    model = build_onnx(mean, scale, net.coefs_, net.intercepts_, "tanh", threshold, {
+        "edgeinfer.training": json.dumps({
+            "seed": args.seed, "small": args.small, "train_readings": int(len(x_train)),
+            "hidden": list(cfg["hidden"]), "epochs": int(net.n_iter_),
+        }),
+    })
+    mbytes = model.SerializeToString()
+
+    x_h, y_h, m_h = data["heldout"]
+    s_h = score_onnx(mbytes, x_h)
+    result = metrics(s_h > threshold, y_h, m_h)
+    result["threshold"] = threshold
+    result["validation"] = metrics(score_onnx(mbytes, xv) > threshold, yv,
+                                   data["val_healthy"][2] + data["val_failing"][2])["overall"]
+    result["data"] = {name: {"seed": seeds[name], **cfg[name]} for name in seeds}
+    result["model"] = {"hidden": list(cfg["hidden"]), "epochs": int(net.n_iter_), "loss": round(float(net.loss_), 6)}
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(mbytes)
+    o = result["overall"]
+    log(f"held-out fleet (seed {seeds['heldout']}, {o['events']} readings, {o['positives']} failing): "
+        f"precision {fmt(o['precision'])} recall {fmt(o['recall'])} F1 {fmt(o['f1'])}; "
+        f"false alarms on healthy readings {result['false_positive_rate']:.4%}")
+    for mode, e in result["modes"].items():
+        log(f"  {mode:13s} precision {fmt(e['precision'])} recall {fmt(e['recall'])} F1 {fmt(e['f1'])} "
+            f"({e['positives']} readings)")
+    log(f"wrote {out} ({len(mbytes)} bytes); data {t_data:.1f} s, total {time.time() - started:.1f} s")
+    metrics_out = Path(args.metrics_out) if args.metrics_out else out.with_suffix(".metrics.json")
+    result["command"] = "scripts/train.sh" + (" --small" if args.small else "") + (
+        f" --seed {args.seed}" if args.seed != 1 else "")
+    metrics_out.write_text(json.dumps(result, indent=2) + "\n")
+    log(f"wrote {metrics_out}")
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
