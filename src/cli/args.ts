@@ -17,10 +17,11 @@ export function parseFlags<T extends Options>(
     return parseArgs({ args: argv, options, allowPositionals, strict: true });
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
-    // Node's messages are long ("To specify a positional argument starting with a '-', ...");
-    // keep the first sentence and point at help.
-    const first = message.split(". ")[0].replace(/\.$/, "");
-    throw new UsageError(`${first} (see 'edgeinfer ${command} --help')`);
+    // Node's messages run over several sentences and lines ("Option '--rate' argument is
+    // ambiguous.\nDid you forget …?\nTo specify an option argument starting with a dash use
+    // '--rate=-XYZ'."): keep them on one line, and point at help.
+    const oneLine = message.replace(/\.?\s*\n\s*/g, "; ").replace(/\.$/, "");
+    throw new UsageError(`${oneLine} (see 'edgeinfer ${command} --help')`);
   }
 }
 

@@ -245,6 +245,11 @@ export function createMqttSource(options: MqttSourceOptions): Source {
                 `MQTT broker ${broker} refused subscription '${subscription}': ${err.message}`,
               ),
             );
+          } else {
+            logLine(
+              `mqtt: subscribed to '${subscription}' at QoS ${qos} as ${options.clientId} ` +
+                `(session ${connack.sessionPresent ? "resumed" : "new"})`,
+            );
           }
         });
       } else if (offline) {

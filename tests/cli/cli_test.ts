@@ -36,6 +36,10 @@ Deno.test("edgeinfer names bad commands, flags, URLs and model paths in one line
   assertUsageError(await runCli(["frobnicate"]), /unknown command 'frobnicate'; commands: run, inspect/);
   assertUsageError(await runCli(["run", "--modle", model]), /Unknown option '--modle'.*edgeinfer run --help/);
   assertUsageError(await runCli(["run", "--source", "-"]), /run needs --model PATH/);
+  assertUsageError(
+    await runCli(["simulate", "--rate", "-3"]),
+    /Option '--rate' argument is ambiguous; .* use '--rate=-XYZ' \(see 'edgeinfer simulate --help'\)/,
+  );
   assertUsageError(await runCli(["run", "--model", model]), /run needs --source URL/);
   assertUsageError(
     await runCli(["run", "--model", model, "--source", "http://x/y"]),
