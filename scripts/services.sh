@@ -1,0 +1,471 @@
+#!/usr/bin/env bash
+# scripts/services.sh up|down|status — the brokers edgeinfer's tests and demos talk to:
+#   Mosquitto (MQTT)          on 127.0.0.1:${EDGEINFER_MQTT_PORT:-1883}
+#   Apache Kafka (KRaft, 1 node, broker+controller)
+#                             on 127.0.0.1:${EDGEINFER_KAFKA_PORT:-9092} (controller :${EDGEINFER_KAFKA_CONTROLLER_PORT:-9093})
+#
+# Needs nothing installed by hand: Mosquitto comes from Debian (apt-get), the Kafka jars from Maven Central
+# (scripts/kafka/pom.xml), cached in ${EDGEINFER_CACHE:-~/.cache/edgeinfer}/kafka-<version>/libs.
+# Everything else (configs, pid files, logs, data) lives in ${EDGEINFER_STATE:-/tmp/edgeinfer-services}.
+#
+#   up      start what is not running, wait until both brokers answer clients, print their addresses.
+#           Idempotent: if both already run, says so and exits 0. Data left by a previous run (without
+#           `down`) is kept: Kafka topics/offsets and Mosquitto's persistent sessions survive a restart.
+#   down    stop both and delete their data (logs are kept until the next `up`).
+#   status  print whether each runs, its pid, address and log; exit 0 if both run, 3 otherwise.
+#
+# Environment: EDGEINFER_STATE, EDGEINFER_CACHE, EDGEINFER_MQTT_PORT, EDGEINFER_KAFKA_PORT,
+# EDGEINFER_KAFKA_CONTROLLER_PORT, EDGEINFER_KAFKA_VERSION (default: kafka.version in scripts/kafka/pom.xml),
+# EDGEINFER_KAFKA_HEAP (default "-Xms256m -Xmx768m"), EDGEINFER_SERVICES_TIMEOUT (seconds per broker, default 120).
+#
+# Only loopback addresses are ever used.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+HOST=127.0.0.1
+STATE=${EDGEINFER_STATE:-/tmp/edgeinfer-services}
+CACHE=${EDGEINFER_CACHE:-${HOME:-/root}/.cache/edgeinfer}
+MQTT_PORT=${EDGEINFER_MQTT_PORT:-1883}
+KAFKA_PORT=${EDGEINFER_KAFKA_PORT:-9092}
+CONTROLLER_PORT=${EDGEINFER_KAFKA_CONTROLLER_PORT:-9093}
+TIMEOUT=${EDGEINFER_SERVICES_TIMEOUT:-120}
+POM="$ROOT/scripts/kafka/pom.xml"
+KAFKA_VERSION=${EDGEINFER_KAFKA_VERSION:-$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$POM" | head -n 1)}
+KAFKA_HEAP=${EDGEINFER_KAFKA_HEAP:--Xms256m -Xmx768m}
+KAFKA_LIBS="$CACHE/kafka-$KAFKA_VERSION/libs"
+
+MQ_DIR="$STATE/mosquitto"
+MQ_CONF="$MQ_DIR/mosquitto.conf"
+MQ_PID="$MQ_DIR/mosquitto.pid"
+MQ_LOG="$MQ_DIR/mosquitto.log"
+KF_DIR="$STATE/kafka"
+KF_CONF="$KF_DIR/server.properties"
+KF_PID="$KF_DIR/kafka.pid"
+KF_LOG="$KF_DIR/server.log" # log4j output of the broker
+KF_OUT="$KF_DIR/kafka.out"  # the JVM's own stdout/stderr (crashes, GC warnings)
+
+say() { printf 'services: %s\n' "$*" >&2; }
+die() {
+  printf 'services: error: %s\n' "$*" >&2
+  exit 1
+}
+now_ms() { date +%s%3N; }
+elapsed() { awk -v a="$1" -v b="$(now_ms)" 'BEGIN { printf "%.1fs", (b - a) / 1000 }'; }
+
+# Prints the pid in $1 if that process runs and its command line mentions $2 (so a stale pid file whose
+# number was reused by another process does not count); fails otherwise.
+pid_of() { # pidfile marker
+  local pidfile=$1 marker=$2 pid
+  [[ -s $pidfile ]] || return 1
+  pid=$(<"$pidfile")
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$marker" || return 1
+  echo "$pid"
+}
+mq_pid() { pid_of "$MQ_PID" "$MQ_CONF"; }
+kf_pid() { pid_of "$KF_PID" "$KF_CONF"; }
+
+port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
+
+show_log_and_die() { # what logfile...
+  local what=$1
+  shift
+  local f
+  for f in "$@"; do
+    if [[ -s $f ]]; then
+      printf '\n--- last lines of %s ---\n' "$f" >&2
+      tail -n 40 "$f" >&2
+    fi
+  done
+  die "$what"
+}
+
+# Runs a command as root (directly when we are root, else through sudo).
+as_root() {
+  if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+apt_install() { # packages...
+  command -v apt-get >/dev/null || die "need $* but apt-get is not available: install them by hand"
+  say "installing $* with apt-get (once per machine)"
+  # Keep Debian's own mosquitto service from starting on 1883 during the install: we run our own process.
+  # (Containers usually already have a policy-rc.d that denies service starts; add one only if absent.)
+  local policy=/usr/sbin/policy-rc.d added=0
+  if [[ ! -e $policy ]]; then
+    as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod +x $policy"
+    added=1
+  fi
+  local rc=0
+  { as_root apt-get update -qq && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@"; } \
+    >"$STATE/apt.log" 2>&1 || rc=$?
+  if [[ $added == 1 ]]; then as_root rm -f "$policy"; fi
+  [[ $rc == 0 ]] || show_log_and_die "apt-get install $* failed (exit $rc)" "$STATE/apt.log"
+}
+
+# ---------------------------------------------------------------------------------------------- Mosquitto
+
+MOSQUITTO=""
+find_mosquitto() {
+  MOSQUITTO=$(command -v mosquitto 2>/dev/null || true)
+  [[ -n $MOSQUITTO ]] || { [[ -x /usr/sbin/mosquitto ]] && MOSQUITTO=/usr/sbin/mosquitto; } || true
+  [[ -n $MOSQUITTO ]] && command -v mosquitto_pub >/dev/null && command -v mosquitto_sub >/dev/null
+}
+
+ensure_mosquitto() {
+  find_mosquitto && return 0
+  apt_install mosquitto mosquitto-clients
+  # The package enables mosquitto.service; on a machine booted with systemd, turn it off again.
+  if [[ -d /run/systemd/system ]]; then as_root systemctl disable --now mosquitto >/dev/null 2>&1 || true; fi
+  find_mosquitto || die "mosquitto is still missing after apt-get install mosquitto mosquitto-clients"
+}
+
+write_mosquitto_conf() {
+  mkdir -p "$MQ_DIR/data"
+  cat >"$MQ_CONF" <<EOF
+# Written by scripts/services.sh — regenerated on every \`up\`; edit the script, not this file.
+# Reference: man mosquitto.conf (options checked against Mosquitto 2.0.11, Debian bookworm).
+
+listener $MQTT_PORT $HOST
+allow_anonymous true
+# Stay the user that started us (as root, mosquitto would otherwise switch to user "mosquitto",
+# which cannot write the data directory).
+user $(id -un)
+
+# Persistence: sessions, subscriptions and queued QoS 1/2 messages are saved to data/mosquitto.db
+# (every autosave_interval seconds and at shutdown) and reloaded if the broker restarts on this state dir.
+persistence true
+persistence_location $MQ_DIR/data/
+autosave_interval 60
+# Persistent sessions (clean=false, or an MQTT 5 session expiry) survive a client restart while the broker
+# runs: the broker keeps queueing for them. This bounds sessions abandoned by test runs (default: never).
+persistent_client_expiration 1d
+
+# --- Queue and in-flight limits: set on purpose, the defaults lose data for edgeinfer. ---
+# In flight = QoS 1/2 messages sent to a client and not yet acknowledged by it (per client).
+# edgeinfer withholds each PUBACK until the whole batch containing that message is durable in Kafka, and a
+# batch holds up to 256+ events: with mosquitto's default of 20 in flight the broker would stop sending after
+# 20 unacknowledged messages and a batch could never fill (it would only flush on linger, 20 at a time).
+# Measured on 2.0.11: the window is the smaller of this and, for MQTT 5 clients, the Receive Maximum the
+# client sends in CONNECT (none sent = 65535, so 1000 applies; a client sending 300 gets 300).
+max_inflight_messages 1000
+# Queued = QoS 1/2 messages waiting behind the in-flight window, per client, including while a persistent
+# session is disconnected. The default of 1000 made mosquitto drop 30-60% of a fast QoS 1 stream to a
+# subscriber that fell behind. WHEN A LIMIT IS REACHED, MOSQUITTO SILENTLY DROPS NEW MESSAGES FOR THAT CLIENT
+# (the publisher still gets its PUBACK; nothing is logged). Whichever of the two limits comes first applies:
+# a million messages or 1 GiB per client, so memory stays bounded (about 1 GiB per stalled subscriber).
+max_queued_messages 1000000
+max_queued_bytes 1073741824
+
+log_dest file $MQ_LOG
+log_type error
+log_type warning
+log_type notice
+log_type information
+connection_messages true
+log_timestamp_format %Y-%m-%dT%H:%M:%S
+EOF
+}
+
+start_mosquitto() {
+  if mq_pid >/dev/null; then
+    say "mosquitto already running (pid $(mq_pid))"
+    return 0
+  fi
+  ensure_mosquitto
+  if port_open "$MQTT_PORT"; then
+    die "port $HOST:$MQTT_PORT is already taken by a process services.sh did not start (see: ss -ltnp 'sport = :$MQTT_PORT'); stop it or set EDGEINFER_MQTT_PORT"
+  fi
+  write_mosquitto_conf
+  : >"$MQ_LOG"
+  setsid "$MOSQUITTO" -c "$MQ_CONF" </dev/null >>"$MQ_LOG" 2>&1 9>&- &
+  echo $! >"$MQ_PID"
+  say "mosquitto starting (pid $!)"
+}
+
+wait_mosquitto() {
+  local t0=$1 deadline=$((SECONDS + TIMEOUT)) topic="edgeinfer/services/ready-$$"
+  while ((SECONDS < deadline)); do
+    mq_pid >/dev/null || show_log_and_die "mosquitto exited during startup" "$MQ_LOG"
+    # A real round trip: publish a retained message, read it back, then clear it.
+    if port_open "$MQTT_PORT" &&
+      mosquitto_pub -h "$HOST" -p "$MQTT_PORT" -q 1 -r -t "$topic" -m ok 2>/dev/null &&
+      [[ $(mosquitto_sub -h "$HOST" -p "$MQTT_PORT" -t "$topic" -C 1 -W 3 2>/dev/null) == ok ]]; then
+      mosquitto_pub -h "$HOST" -p "$MQTT_PORT" -q 1 -r -n -t "$topic" 2>/dev/null || true
+      say "mosquitto ready after $(elapsed "$t0")"
+      return 0
+    fi
+    sleep 0.2
+  done
+  show_log_and_die "mosquitto did not answer on $HOST:$MQTT_PORT within ${TIMEOUT}s" "$MQ_LOG"
+}
+
+# -------------------------------------------------------------------------------------------------- Kafka
+#
+# Version: Apache Kafka 4.x (kafka.version in scripts/kafka/pom.xml), checked against kafkajs 2.2.4 (produce,
+# consumer group join/heartbeat/commit, admin fetchOffsets/describeGroups/createTopics/deleteTopics). Kafka 4
+# dropped the oldest request versions (KIP-896; 4.4 serves e.g. Fetch >= v4, ListOffsets >= v1,
+# OffsetCommit >= v2, CreateTopics >= v2), but kafkajs picks versions through ApiVersions and its newest ones
+# (Produce v7, Fetch v11, ListOffsets v3, JoinGroup v5, OffsetCommit v5, OffsetFetch v4, Metadata v6,
+# CreateTopics v3) are all still served, so kafkajs keeps working; no need to fall back to Kafka 3.x.
+# On a freshly formatted broker the first idempotent producer and the first group each get one retriable
+# "coordinator is loading / not available" answer: kafkajs retries (and logs it at ERROR level).
+# kafkajs speaks only the classic consumer group protocol (JoinGroup/SyncGroup/Heartbeat); Kafka 4's group
+# coordinator still serves it by default next to the new KIP-848 protocol (see server.properties below).
+
+ensure_java() {
+  command -v java >/dev/null && return 0
+  apt_install default-jre-headless
+}
+
+ensure_kafka_libs() {
+  [[ -n $KAFKA_VERSION ]] || die "cannot read kafka.version from $POM"
+  if [[ -f "$KAFKA_LIBS/.complete" ]]; then return 0; fi
+  command -v mvn >/dev/null || apt_install maven
+  mkdir -p "$CACHE"
+  # One download at a time per version, even with several state dirs / checkouts on one machine.
+  exec 8>"$CACHE/kafka-$KAFKA_VERSION.lock"
+  flock -w 900 8 || die "another services.sh has been downloading Kafka for 15 minutes ($CACHE/kafka-$KAFKA_VERSION.lock)"
+  if [[ ! -f "$KAFKA_LIBS/.complete" ]]; then
+    local t0 tmp="$KAFKA_LIBS.tmp.$$"
+    t0=$(now_ms)
+    say "resolving Kafka $KAFKA_VERSION jars from Maven Central into $KAFKA_LIBS (once per machine)"
+    rm -rf "$tmp"
+    mkdir -p "$STATE"
+    if ! mvn -B -q -f "$POM" -Dkafka.version="$KAFKA_VERSION" dependency:copy-dependencies \
+      -DincludeScope=runtime -DoutputDirectory="$tmp" >"$STATE/maven.log" 2>&1; then
+      rm -rf "$tmp"
+      show_log_and_die "Maven could not resolve Kafka $KAFKA_VERSION (scripts/kafka/pom.xml)" "$STATE/maven.log"
+    fi
+    (cd "$tmp" && ls -- *.jar) >"$tmp/.complete"
+    rm -rf "$KAFKA_LIBS"
+    mv "$tmp" "$KAFKA_LIBS"
+    say "Kafka jars ready after $(elapsed "$t0") ($(wc -l <"$KAFKA_LIBS/.complete") jars)"
+  fi
+  flock -u 8
+  exec 8>&-
+}
+
+# Small JVM options for the short-lived tools (formatter, readiness probe): they start faster.
+kafka_tool() { # class args... (killed after 60 s: a tool must never hang `up`)
+  timeout 60 java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xshare:auto \
+    -Dlog4j2.configurationFile="$KF_DIR/tools-log4j2.properties" -cp "$KAFKA_LIBS/*" "$@"
+}
+
+write_kafka_conf() {
+  mkdir -p "$KF_DIR/data"
+  cat >"$KF_CONF" <<EOF
+# Written by scripts/services.sh — regenerated on every \`up\`; edit the script, not this file.
+# A single-node KRaft cluster (no ZooKeeper): this process is both broker and controller.
+node.id=1
+process.roles=broker,controller
+controller.quorum.bootstrap.servers=$HOST:$CONTROLLER_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$KF_DIR/data
+
+# One node: every internal topic has one replica.
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+# Fewer internal partitions than the production defaults (50): faster first group join on 2 cores.
+offsets.topic.num.partitions=1
+transaction.state.log.num.partitions=1
+
+# Topics appear on first use, with one partition unless created otherwise.
+auto.create.topics.enable=true
+num.partitions=1
+default.replication.factor=1
+
+# Consumer groups: kafkajs speaks only the classic protocol (JoinGroup/SyncGroup/Heartbeat), which Kafka 4
+# serves next to KIP-848's "consumer" protocol by default. group.coordinator.rebalance.protocols is left
+# unset on purpose: Kafka 4.4 deprecates it (removed in 5.0) and any value listing fewer protocols disables
+# the rest (classic,consumer would turn off "streams").
+# Tests join groups often: no 3 s wait for more members, and short session timeouts are allowed (default min 6 s).
+group.initial.rebalance.delay.ms=0
+group.min.session.timeout.ms=1000
+
+# Small machine (2 cores).
+num.network.threads=2
+num.io.threads=4
+num.recovery.threads.per.data.dir=1
+EOF
+  cat >"$KF_DIR/log4j2.properties" <<EOF
+# Written by scripts/services.sh. Broker log: $KF_LOG
+status = warn
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = $KF_LOG
+appender.file.append = true
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = file
+# The quieter parts (as in Kafka's own config/log4j2.yaml).
+logger.controller.name = kafka.controller
+logger.controller.level = INFO
+logger.stateChange.name = state.change.logger
+logger.stateChange.level = WARN
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+logger.authorizer.name = kafka.authorizer.logger
+logger.authorizer.level = WARN
+EOF
+  cat >"$KF_DIR/tools-log4j2.properties" <<EOF
+# Written by scripts/services.sh: command-line tools log warnings to stderr only.
+status = error
+appender.err.type = Console
+appender.err.name = err
+appender.err.target = SYSTEM_ERR
+appender.err.layout.type = PatternLayout
+appender.err.layout.pattern = %p %m%n
+rootLogger.level = WARN
+rootLogger.appenderRef.err.ref = err
+EOF
+}
+
+start_kafka() {
+  if kf_pid >/dev/null; then
+    say "kafka already running (pid $(kf_pid))"
+    return 0
+  fi
+  ensure_java
+  ensure_kafka_libs
+  local p
+  for p in "$KAFKA_PORT" "$CONTROLLER_PORT"; do
+    if port_open "$p"; then
+      die "port $HOST:$p is already taken by a process services.sh did not start (see: ss -ltnp 'sport = :$p'); stop it or set EDGEINFER_KAFKA_PORT / EDGEINFER_KAFKA_CONTROLLER_PORT"
+    fi
+  done
+  write_kafka_conf
+  : >"$KF_LOG"
+  : >"$KF_OUT"
+  if [[ ! -f "$KF_DIR/data/meta.properties" ]]; then
+    # A new cluster id: a random UUID in Kafka's form (22 chars of url-safe base64, no padding), drawn again
+    # if it starts with "-" (the formatter's argument parser would take it for an option).
+    local cluster_id=-
+    while [[ $cluster_id == -* ]]; do
+      cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+    done
+    # Kafka 4 formats a dynamic controller quorum: --standalone makes this node its only voter.
+    if ! kafka_tool kafka.tools.StorageTool format --cluster-id "$cluster_id" --config "$KF_CONF" --standalone \
+      >"$KF_DIR/format.log" 2>&1; then
+      show_log_and_die "formatting Kafka's log dir failed" "$KF_DIR/format.log"
+    fi
+  fi
+  # shellcheck disable=SC2086 # KAFKA_HEAP is a list of JVM options
+  setsid java $KAFKA_HEAP -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$KF_DIR/log4j2.properties" -Dkafka.logs.dir="$KF_DIR" \
+    -cp "$KAFKA_LIBS/*" kafka.Kafka "$KF_CONF" </dev/null >>"$KF_OUT" 2>&1 9>&- &
+  echo $! >"$KF_PID"
+  say "kafka $KAFKA_VERSION starting (pid $!)"
+}
+
+wait_kafka() {
+  local t0=$1 deadline=$((SECONDS + TIMEOUT)) out
+  while ((SECONDS < deadline)); do
+    kf_pid >/dev/null || show_log_and_die "kafka exited during startup" "$KF_LOG" "$KF_OUT"
+    # Port open is not enough: ask the broker for its API versions (a real request/response).
+    if port_open "$KAFKA_PORT" && grep -q 'Kafka Server started' "$KF_LOG" 2>/dev/null; then
+      if out=$(kafka_tool org.apache.kafka.tools.BrokerApiVersionsCommand --bootstrap-server "$HOST:$KAFKA_PORT" 2>&1) &&
+        grep -q "^$HOST:$KAFKA_PORT (id: 1" <<<"$out"; then
+        say "kafka ready after $(elapsed "$t0")"
+        return 0
+      fi
+    fi
+    sleep 0.3
+  done
+  show_log_and_die "kafka did not answer on $HOST:$KAFKA_PORT within ${TIMEOUT}s" "$KF_LOG" "$KF_OUT"
+}
+
+# ------------------------------------------------------------------------------------------------ commands
+
+stop_one() { # name pid
+  local name=$1 pid=$2 i
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 150; i++)); do # up to 30 s (Kafka shuts down in a few seconds)
+    kill -0 "$pid" 2>/dev/null || {
+      say "$name stopped (pid $pid)"
+      return 0
+    }
+    sleep 0.2
+  done
+  say "$name did not stop on SIGTERM within 30 s: killing it (pid $pid)"
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+print_endpoints() {
+  printf 'kafka     %s:%s\n' "$HOST" "$KAFKA_PORT"
+  printf 'mosquitto %s:%s\n' "$HOST" "$MQTT_PORT"
+}
+
+cmd_up() {
+  local t0
+  t0=$(now_ms)
+  if mq_pid >/dev/null && kf_pid >/dev/null; then
+    say "already running (state in $STATE)"
+    print_endpoints
+    return 0
+  fi
+  # Start both, then wait for both: Kafka's JVM boots while Mosquitto is being checked.
+  start_mosquitto
+  start_kafka
+  wait_mosquitto "$t0"
+  wait_kafka "$t0"
+  say "up in $(elapsed "$t0") (state in $STATE; stop with: scripts/services.sh down)"
+  print_endpoints
+}
+
+cmd_down() {
+  local pid
+  if pid=$(kf_pid); then stop_one kafka "$pid"; else say "kafka was not running"; fi
+  if pid=$(mq_pid); then stop_one mosquitto "$pid"; else say "mosquitto was not running"; fi
+  rm -rf "$KF_DIR/data" "$MQ_DIR/data" "$KF_PID" "$MQ_PID"
+  say "data removed from $STATE (logs kept until the next up)"
+}
+
+cmd_status() {
+  local pid rc=0
+  if pid=$(kf_pid); then
+    printf 'kafka     running  pid %-7s %s:%s (controller %s:%s)  kafka %s  log %s\n' \
+      "$pid" "$HOST" "$KAFKA_PORT" "$HOST" "$CONTROLLER_PORT" "$KAFKA_VERSION" "$KF_LOG"
+  else
+    printf 'kafka     stopped  (would listen on %s:%s; state %s)\n' "$HOST" "$KAFKA_PORT" "$KF_DIR"
+    rc=3
+  fi
+  if pid=$(mq_pid); then
+    printf 'mosquitto running  pid %-7s %s:%s  log %s\n' "$pid" "$HOST" "$MQTT_PORT" "$MQ_LOG"
+  else
+    printf 'mosquitto stopped  (would listen on %s:%s; state %s)\n' "$HOST" "$MQTT_PORT" "$MQ_DIR"
+    rc=3
+  fi
+  return $rc
+}
+
+usage() { # exit code
+  sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  exit "$1"
+}
+
+main() {
+  [[ $# -eq 1 ]] || usage 2
+  mkdir -p "$STATE"
+  # One services.sh at a time per state dir (several test runs may call `up` together).
+  # The brokers are started with fd 9 closed, so the lock never outlives this script.
+  exec 9>"$STATE/services.lock"
+  flock -w 600 9 || die "another services.sh has held $STATE/services.lock for 10 minutes"
+  case $1 in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  -h | --help | help) usage 0 ;;
+  *) usage 2 ;;
+  esac
+}
+
+main "$@"
