@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { FEATURES } from "../../src/sim/fleet.ts";
 import { linearModelFile } from "../fixtures/linear_model.ts";
 import { assertSeedScore, type ExpectedScore, runCli, sharedFile } from "./run_cli.ts";
 
@@ -182,4 +183,22 @@ Deno.test({
       assertSeedScore(got.score, exp.score, `event ${exp.eventid}`);
     }
   },
+});
+
+Deno.test("edgeinfer finds a bundled model by its relative path from any working directory", async () => {
+  // In a compiled binary, models/ is embedded beside main.ts; the same lookup serves `deno run`.
+  const elsewhere = await Deno.makeTempDir();
+  const result = await runCli(["inspect", "models/car-anomaly.onnx", "--json"], { cwd: elsewhere });
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(JSON.parse(result.stdout).metadata["edgeinfer.name"], "car-anomaly");
+  const missing = await runCli(["inspect", "models/none.onnx"], { cwd: elsewhere });
+  assertUsageError(missing, /model 'models\/none.onnx' does not exist/);
+});
+
+Deno.test("edgeinfer inspect shows the shipped car model's 18 features in the simulator's order, and its threshold", async () => {
+  const result = await runCli(["inspect", "models/car-anomaly.onnx"]);
+  assert.equal(result.code, 0, result.stderr);
+  const listed = [...result.stdout.matchAll(/^\s+\d+ {2}(\w+)$/gm)].map((m) => m[1]);
+  assert.deepEqual(listed, [...FEATURES]);
+  assert.match(result.stdout, /threshold 0\.\d+/);
 });

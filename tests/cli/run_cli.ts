@@ -16,10 +16,16 @@ export const PERMISSIONS = [
   "--allow-sys",
 ];
 
-export async function runCli(args: string[], options: { stdin?: string; env?: Record<string, string> } = {}) {
+const MAIN = new URL("main.ts", ROOT).pathname;
+
+export async function runCli(
+  args: string[],
+  options: { stdin?: string; env?: Record<string, string>; cwd?: string } = {},
+) {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...PERMISSIONS, "main.ts", ...args],
-    cwd: ROOT,
+    // --config: the imports map must be found when the working directory is elsewhere.
+    args: ["run", ...PERMISSIONS, "--config", new URL("deno.json", ROOT).pathname, MAIN, ...args],
+    cwd: options.cwd ?? ROOT,
     stdin: options.stdin === undefined ? "null" : "piped",
     stdout: "piped",
     stderr: "piped",
