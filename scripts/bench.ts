@@ -12,7 +12,11 @@
  */
 import { parseArgs } from "node:util";
 import { Kafka, logLevel } from "kafkajs";
+import { patchKafkajsIdlePolling } from "../src/kafka_client.ts";
 import mqtt from "mqtt";
+
+// kafkajs 2.2.4 re-arms a negative-delay timer after every response (see src/kafka_client.ts).
+patchKafkajsIdlePolling();
 
 const { values } = parseArgs({
   options: {
@@ -27,8 +31,15 @@ const { values } = parseArgs({
 });
 const total = Number(values.events);
 const seedLines = (await Deno.readTextFile(values.messages!)).split("\n").filter((l) => l.trim() !== "");
-const lines = Array.from({ length: total }, (_, i) => seedLines[i % seedLines.length].replace(/^[^,]*/, String(i)));
-const kafka = new Kafka({ clientId: "edgeinfer-bench", brokers: [values.kafka!], logLevel: logLevel.NOTHING });
+const lines = Array.from(
+  { length: total },
+  (_, i) => seedLines[i % seedLines.length].replace(/^[^,]*/, String(i)),
+);
+const kafka = new Kafka({
+  clientId: "edgeinfer-bench",
+  brokers: [values.kafka!],
+  logLevel: logLevel.NOTHING,
+});
 const tag = crypto.randomUUID().slice(0, 6);
 
 async function edgeinfer(args: string[]): Promise<number> {
@@ -58,7 +69,10 @@ async function kafkaScenario(batch: number, n: number): Promise<number> {
   const producer = kafka.producer();
   await producer.connect();
   for (let i = 0; i < n; i += 500) {
-    await producer.send({ topic: input, messages: lines.slice(i, Math.min(n, i + 500)).map((value) => ({ value })) });
+    await producer.send({
+      topic: input,
+      messages: lines.slice(i, Math.min(n, i + 500)).map((value) => ({ value })),
+    });
   }
   await producer.disconnect();
   return edgeinfer([
@@ -86,7 +100,9 @@ async function mqttScenario(batch: number, n: number): Promise<number> {
   await session.endAsync();
   const publisher = await mqtt.connectAsync(`mqtt://${values.mqtt}`);
   for (let i = 0; i < n; i += 1000) {
-    await Promise.all(lines.slice(i, Math.min(n, i + 1000)).map((l) => publisher.publishAsync(topic, l, { qos: 1 })));
+    await Promise.all(
+      lines.slice(i, Math.min(n, i + 1000)).map((l) => publisher.publishAsync(topic, l, { qos: 1 })),
+    );
   }
   await publisher.endAsync();
   return edgeinfer([

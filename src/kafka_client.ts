@@ -1,0 +1,120 @@
+/**
+ * kafkajs glue shared by the Kafka source and sink: its logger routed to our stderr format (one
+ * line per entry, WARN and above), the client settings that bound how long an unreachable broker
+ * is retried, error messages that name the brokers, and one patch of a kafkajs bug.
+ */
+import { Kafka, type logCreator, type LogEntry, logLevel } from "kafkajs";
+// kafkajs internals, for patchKafkajsIdlePolling() only (the module instance kafkajs itself uses).
+import RequestQueue from "kafkajs/src/network/requestQueue/index.js";
+import { logLine } from "./log.ts";
+
+/** kafkajs warnings that do not apply to how edgeinfer uses it (see the why beside each). */
+const IGNORED = [
+  // The sink bounds kafkajs's retries on purpose: it re-sends the same records itself (for up to
+  // 30 s) and stops at its first failed send, so sequence numbers that kafkajs rolls back after a
+  // failed request are never reused for other records (the EoS risk this warns about).
+  "Limiting retries for the idempotent producer may invalidate EoS guarantees",
+];
+
+/**
+ * The same line is printed at most once per REPEAT_WINDOW_MS: kafkajs logs every retry of an
+ * unreachable broker twice (Connection and BrokerPool), which would bury the one error that
+ * explains it.
+ */
+const REPEAT_WINDOW_MS = 10_000;
+const recent = new Map<string, { at: number; suppressed: number }>();
+
+/** kafkajs logCreator: `edgeinfer: kafka: WARN [Namespace] message (error)` on stderr. */
+export const kafkaLogCreator: logCreator = () => (entry: LogEntry) => {
+  const { message, error } = entry.log;
+  if (IGNORED.includes(message)) return;
+  // kafkajs's Connection logs every error response (a rebalance, a coordinator still loading) as
+  // ERROR before the code that sent the request handles it; whatever is not handled is logged
+  // again by that code or reaches us as an error, so these lines only add noise.
+  if (entry.namespace === "Connection" && message.startsWith("Response ")) return;
+  const ns = entry.namespace ? `[${entry.namespace}] ` : "";
+  const detail = error === undefined ? "" : String(error instanceof Error ? error.message : error);
+  const line = `${entry.label} ${ns}${message}${detail && !message.includes(detail) ? ` (${detail})` : ""}`;
+  const now = Date.now();
+  const seen = recent.get(line);
+  if (seen !== undefined && now - seen.at < REPEAT_WINDOW_MS) {
+    seen.suppressed++;
+    return;
+  }
+  if (recent.size > 100) recent.clear();
+  recent.set(line, { at: now, suppressed: 0 });
+  const repeats = seen?.suppressed ? ` [repeated ${seen.suppressed} more times]` : "";
+  logLine(`kafka: ${line}${repeats}`);
+};
+
+/**
+ * kafkajs 2.2.4 bug (tulios/kafkajs#1704, #1751, unfixed upstream): after every response each
+ * connection's RequestQueue re-arms `setTimeout(check, throttledUntil - Date.now())` even with
+ * nothing pending; throttledUntil is -1, so that is a negative delay (Deno/Node print a
+ * TimeoutNegativeWarning) that runs every 1 ms forever: ~3 % of a core per idle source+sink here.
+ * The patch returns early exactly when nothing is pending and no throttle is in force; every other
+ * case runs the original. It checks the original's text first, so a kafkajs upgrade that changes
+ * it leaves kafkajs alone (and tests/integration/kafka_test.ts fails, to revisit this).
+ */
+export function patchKafkajsIdlePolling(): boolean {
+  const proto = RequestQueue.prototype as {
+    scheduleCheckPendingRequests(this: { pending: unknown[]; throttledUntil: number }): void;
+    __edgeinferPatched?: boolean;
+  };
+  if (proto.__edgeinferPatched) return true;
+  const original = proto.scheduleCheckPendingRequests;
+  if (!String(original).includes("let scheduleAt = this.throttledUntil - Date.now()")) return false;
+  proto.scheduleCheckPendingRequests = function () {
+    if (this.pending.length === 0 && this.throttledUntil < Date.now()) return;
+    original.call(this);
+  };
+  proto.__edgeinferPatched = true;
+  return true;
+}
+
+/**
+ * A kafkajs client. Retries are bounded so that an unreachable broker fails in ~6-10 s
+ * (backoff 300, 600, 1200, 2000, 2000 ms ±20 % plus connect attempts) instead of retrying forever.
+ */
+export function createKafka(brokers: string[], clientId: string): Kafka {
+  patchKafkajsIdlePolling();
+  return new Kafka({
+    brokers,
+    clientId,
+    logLevel: logLevel.WARN,
+    logCreator: kafkaLogCreator,
+    connectionTimeout: 3000,
+    retry: { retries: 5, initialRetryTime: 300, maxRetryTime: 2000 },
+  });
+}
+
+/** The innermost cause of a kafkajs error (they wrap: retries exceeded → connection error). */
+function rootCause(e: unknown): unknown {
+  let err = e;
+  while (err instanceof Error && err.cause instanceof Error) err = err.cause;
+  return err;
+}
+
+/**
+ * Whether a kafkajs error is worth retrying later (connection lost, broker restarting, leader
+ * moving) rather than permanent (record too large, not authorised, invalid config).
+ */
+export function isRetriableKafkaError(e: unknown): boolean {
+  const cause = rootCause(e) as { retriable?: boolean; name?: string } | undefined;
+  if (cause?.name === "KafkaJSNoBrokerAvailableError") return true;
+  return cause?.retriable === true;
+}
+
+/** One-line description of a kafkajs failure that names the brokers and, when known, the fix. */
+export function describeKafkaError(e: unknown, brokers: string[], topic: string): string {
+  const cause = rootCause(e) as { message?: string; type?: string; name?: string } | undefined;
+  const where = `Kafka at ${brokers.join(",")}`;
+  const message = cause?.message ?? String(e);
+  if (cause?.type === "UNKNOWN_TOPIC_OR_PARTITION") {
+    return `topic "${topic}" does not exist on ${where}: create it first (e.g. kafka-topics.sh --create)`;
+  }
+  if (cause?.name === "KafkaJSConnectionError" || /ECONNREFUSED|ETIMEDOUT|EHOSTUNREACH/.test(message)) {
+    return `cannot reach ${where}: ${message}`;
+  }
+  return `${where}, topic "${topic}": ${message}`;
+}
