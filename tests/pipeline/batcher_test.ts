@@ -23,12 +23,14 @@ Deno.test("Batcher flushes a partial batch after linger", async () => {
 
 Deno.test("Batcher's linger counts from the first event of a batch, not the last", async () => {
   const batches: number[][] = [];
-  const batcher = new Batcher<number>(100, 40, (b) => batches.push(b));
+  const batcher = new Batcher<number>(100, 400, (b) => batches.push(b));
+  const started = performance.now();
   batcher.add(1);
-  await new Promise((r) => setTimeout(r, 25));
+  await new Promise((r) => setTimeout(r, 200));
   batcher.add(2);
-  await new Promise((r) => setTimeout(r, 25));
-  assert.deepEqual(batches, [[1, 2]], "flushed 40 ms after the first event");
+  // Flushed at 400 ms after the first event; counting from the last would flush at 600 ms.
+  await new Promise((r) => setTimeout(r, 500 - (performance.now() - started)));
+  assert.deepEqual(batches, [[1, 2]], "flushed 400 ms after the first event");
   batcher.flush();
 });
 
