@@ -316,7 +316,8 @@ Deno.test("Kafka source pause stops delivery and resume continues it", async () 
     const t0 = Date.now();
     const after = await reader.take(5, 5000);
     assert.deepEqual(after.map((e) => originOf(e).offset), ["5", "6", "7", "8", "9"]);
-    assert.ok(Date.now() - t0 < 1000, `resumed within ${Date.now() - t0} ms`);
+    // Resume must not wait out kafkajs's 5 s default fetch wait (generous bound for loaded CI).
+    assert.ok(Date.now() - t0 < 3000, `resumed within ${Date.now() - t0} ms`);
     after.forEach((e) => e.ack());
 
     // Events fetched before the pause but not yet taken are held back too.
