@@ -10,6 +10,7 @@ export class Stats {
   anomalies = 0;
   deadLettered = 0;
   batches = 0;
+  /** Batches between the batcher and a durable write (backpressure pauses the source at the limit). */
   inFlight = 0;
 
   /** Seconds since the first event (0 before it). */
@@ -26,6 +27,6 @@ export class Stats {
     const meanBatch = this.batches === 0 ? 0 : this.events / this.batches;
     return `${this.acked} events acked (${rate}/s), ${this.predictions} predictions, ` +
       `${this.anomalies} anomalies, ${this.deadLettered} dead-lettered, ${this.batches} batches ` +
-      `(mean ${meanBatch.toFixed(1)})`;
+      `(mean ${meanBatch.toFixed(1)}), ${this.inFlight} in flight`;
   }
 }

@@ -4,7 +4,7 @@
  */
 export async function* splitLines(
   stream: AsyncIterable<Uint8Array>,
-): AsyncGenerator<{ lines: Uint8Array[]; firstLine: number; lineNumbers: number[] }> {
+): AsyncGenerator<{ lines: Uint8Array[]; lineNumbers: number[] }> {
   let carry: Uint8Array | undefined;
   let lineNumber = 0;
   for await (let chunk of stream) {
@@ -17,7 +17,6 @@ export async function* splitLines(
     }
     const lines: Uint8Array[] = [];
     const lineNumbers: number[] = [];
-    const firstLine = lineNumber + 1;
     let start = 0;
     for (let nl = chunk.indexOf(10); nl !== -1; nl = chunk.indexOf(10, start)) {
       lineNumber++;
@@ -29,11 +28,11 @@ export async function* splitLines(
       start = nl + 1;
     }
     if (start < chunk.length) carry = chunk.subarray(start);
-    if (lines.length > 0) yield { lines, firstLine, lineNumbers };
+    if (lines.length > 0) yield { lines, lineNumbers };
   }
   if (carry !== undefined && carry.length > 0) {
     lineNumber++;
     const end = carry[carry.length - 1] === 13 ? carry.length - 1 : carry.length;
-    if (end > 0) yield { lines: [carry.subarray(0, end)], firstLine: lineNumber, lineNumbers: [lineNumber] };
+    if (end > 0) yield { lines: [carry.subarray(0, end)], lineNumbers: [lineNumber] };
   }
 }
