@@ -3,9 +3,11 @@
  * figures can be compared as ratios. Needs the services (scripts/services.sh up).
  *
  *   deno run -A scripts/bench.ts [--model PATH] [--events N] [--batch-sizes 1,256]
+ *   deno run -A main.ts simulate --count 50000 --rate 0 --quiet --target file:/tmp/cars.jsonl
+ *   deno run -A scripts/bench.ts --model models/car-anomaly.onnx --format json --messages /tmp/cars.jsonl
  *
  * Default model: the seed KSQL UDF autoencoder in ../shared (210 features, delimited payloads);
- * events are its 23 test messages repeated. Rates come from edgeinfer's own summary: events
+ * events are its 23 test messages repeated (any file of events cycles the same way). Rates come from edgeinfer's own summary: events
  * acknowledged per second from the first event to the last ack (connect time excluded).
  * MQTT: the messages are queued in a persistent session first, so the figure is edgeinfer's
  * drain rate at QoS 1, not the publisher's.
@@ -22,6 +24,7 @@ const { values } = parseArgs({
   options: {
     model: { type: "string", default: "../shared/seed-ksql-udf/ecg-autoencoder.onnx" },
     messages: { type: "string", default: "../shared/seed-ksql-udf/ecg_discord_test.msgs" },
+    format: { type: "string", default: "delimited" },
     events: { type: "string", default: "50000" },
     "batch-sizes": { type: "string", default: "1,256" },
     scenarios: { type: "string", default: "file,kafka,mqtt" },
@@ -31,10 +34,11 @@ const { values } = parseArgs({
 });
 const total = Number(values.events);
 const seedLines = (await Deno.readTextFile(values.messages!)).split("\n").filter((l) => l.trim() !== "");
-const lines = Array.from(
-  { length: total },
-  (_, i) => seedLines[i % seedLines.length].replace(/^[^,]*/, String(i)),
-);
+// Delimited events get unique ids; JSON events are used as they are.
+const lines = Array.from({ length: total }, (_, i) => {
+  const line = seedLines[i % seedLines.length];
+  return values.format === "delimited" ? line.replace(/^[^,]*/, String(i)) : line;
+});
 const kafka = new Kafka({
   clientId: "edgeinfer-bench",
   brokers: [values.kafka!],
@@ -44,13 +48,15 @@ const tag = crypto.randomUUID().slice(0, 6);
 
 async function edgeinfer(args: string[]): Promise<number> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "main.ts", "run", "--model", values.model!, "--format", "delimited", ...args],
+    args: ["run", "-A", "main.ts", "run", "--model", values.model!, "--format", values.format!, ...args],
     stdout: "null",
     stderr: "piped",
   }).output();
   const stderr = new TextDecoder().decode(out.stderr);
   const rate = /done: \d+ events acked \((\d+)\/s\)/.exec(stderr)?.[1];
   if (out.code !== 0 || rate === undefined) throw new Error(`edgeinfer failed:\n${stderr}`);
+  // A rate of events that were rejected instead of scored would measure the wrong thing.
+  if (!/ 0 dead-lettered/.test(stderr)) throw new Error(`events were rejected:\n${stderr}`);
   return Number(rate);
 }
 
