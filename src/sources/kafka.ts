@@ -44,7 +44,7 @@ const MAX_WAIT_MS = 100;
  * Chunks fetched but not yet taken by the iterator. Past this, eachBatch waits (heartbeating) for
  * the iterator, so memory stays bounded even if the pipeline neither pulls nor pauses.
  */
-const MAX_QUEUED_CHUNKS = 16;
+const MAX_QUEUED_CHUNKS = 4;
 /** How long a running consumer keeps restarting after crashes before events() fails. */
 const RECOVERY_WINDOW_MS = 30_000;
 
