@@ -100,6 +100,18 @@ export async function committedOffsets(groupId: string, topic: string): Promise<
   }
 }
 
+/** The end (high watermark) of each partition of a topic. */
+export async function topicEnds(topic: string): Promise<Map<number, number>> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const offsets = await admin.fetchTopicOffsets(topic);
+    return new Map(offsets.map((p) => [p.partition, Number(p.high)]));
+  } finally {
+    await admin.disconnect();
+  }
+}
+
 /**
  * Creates a persistent MQTT 5 session for `clientId` subscribed to `filter` at QoS 1, then
  * disconnects: the broker queues matching messages until edgeinfer connects with that id.

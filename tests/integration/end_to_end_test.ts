@@ -15,6 +15,7 @@ import {
   prepareMqttSession,
   produce,
   publishMqtt,
+  topicEnds,
   uniqueName,
 } from "./brokers.ts";
 
@@ -266,4 +267,101 @@ Deno.test("MQTT → Kafka with JSON: keyed by a field, bad payloads to the Kafka
   const [dead] = await consume(dlq, 1);
   assert.equal(JSON.parse(dead.value).error, `feature 'speed' is not a number: "x"`);
   assert.equal(await queuedForSession(clientId), 0);
+});
+
+/** Polls until the group has committed every offset of the topic (its end), or fails after `ms`. */
+async function waitForCommittedEnd(group: string, topic: string, end: Map<number, number>, ms = 60_000) {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const committed = await committedOffsets(group, topic);
+    if ([...end].every(([partition, offset]) => committed.get(partition) === offset)) return;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`group ${group} did not commit up to the end of ${topic} within ${ms} ms`);
+}
+
+Deno.test("Kafka → Kafka: a run killed with SIGKILL mid-stream loses nothing; the next run scores the rest", async () => {
+  const model = await linearModelFile({ features: ["a"], weights: [1], bias: 0 });
+  const input = uniqueName("crash-in");
+  const out = uniqueName("crash-out");
+  const group = uniqueName("edgeinfer");
+  const total = 10_000;
+  await createTopic(input, 2);
+  for (let i = 0; i < total; i += 5000) {
+    await produce(
+      input,
+      Array.from(
+        { length: 5000 },
+        (_, j) => ({ key: `k${(i + j) % 7}`, value: JSON.stringify({ id: i + j, a: i + j }) }),
+      ),
+    );
+  }
+  const args = [
+    "run",
+    "--model",
+    model,
+    "--source",
+    `kafka://${KAFKA}/${input}?group=${group}`,
+    "--sink",
+    `kafka://${KAFKA}/${out}`,
+    "--batch-size",
+    "1", // slow enough that the kill lands mid-stream
+    "--status-every",
+    "0.2",
+  ];
+  const first = spawnCli(args);
+  await first.waitForStderr(/status: [1-9]\d* events acked/);
+  first.child.kill("SIGKILL");
+  await first.exit();
+  const beforeRestart = await consume(out, total, 3000);
+  assert.ok(beforeRestart.length < total, `killed mid-stream (${beforeRestart.length} of ${total} written)`);
+
+  const second = spawnCli(args);
+  await waitForCommittedEnd(group, input, await topicEnds(input));
+  second.child.kill("SIGTERM");
+  assert.equal(await second.exit(), 0, second.stderr());
+
+  const records = await consume(out, total * 2, 10_000);
+  const ids = new Set(records.map((r) => JSON.parse(r.value).id));
+  assert.equal(ids.size, total, "every event has a prediction (some twice: at-least-once)");
+});
+
+Deno.test("MQTT → Kafka: a run killed with SIGKILL mid-stream loses nothing; the broker redelivers what was not PUBACKed", async () => {
+  const model = await linearModelFile({ features: ["a"], weights: [1], bias: 0 });
+  const base = uniqueName("crash");
+  const out = uniqueName("crash-mqtt-out");
+  const clientId = uniqueName("edgeinfer-test");
+  const total = 10_000;
+  await prepareMqttSession(clientId, `${base}/+`);
+  await publishMqtt(`${base}/car`, Array.from({ length: total }, (_, i) => JSON.stringify({ id: i, a: i })));
+  const args = [
+    "run",
+    "--model",
+    model,
+    "--source",
+    `mqtt://${MQTT_HOSTPORT}/${base}/+?client-id=${clientId}`,
+    "--sink",
+    `kafka://${KAFKA}/${out}`,
+    "--batch-size",
+    "1", // slow enough that the kill lands mid-stream
+    "--status-every",
+    "0.2",
+  ];
+  const first = spawnCli(args);
+  await first.waitForStderr(/status: [1-9]\d* events acked/);
+  first.child.kill("SIGKILL");
+  await first.exit();
+  const beforeRestart = await consume(out, total, 3000);
+  assert.ok(beforeRestart.length < total, `killed mid-stream (${beforeRestart.length} of ${total} written)`);
+
+  const second = spawnCli(args);
+  let ids = new Set<unknown>();
+  for (let attempt = 0; ids.size < total && attempt < 20; attempt++) {
+    await new Promise((r) => setTimeout(r, 1000));
+    ids = new Set((await consume(out, total * 2, 3000)).map((r) => JSON.parse(r.value).id));
+  }
+  second.child.kill("SIGTERM");
+  assert.equal(await second.exit(), 0, second.stderr());
+  assert.equal(ids.size, total, "every event has a prediction (some twice: at-least-once)");
+  assert.equal(await queuedForSession(clientId), 0, "all PUBACKed by the second run");
 });
