@@ -280,8 +280,36 @@ async function waitForCommittedEnd(group: string, topic: string, end: Map<number
   throw new Error(`group ${group} did not commit up to the end of ${topic} within ${ms} ms`);
 }
 
-Deno.test("Kafka → Kafka: a run killed with SIGKILL mid-stream loses nothing; the next run scores the rest", async () => {
+/**
+ * The crash half of the SIGKILL tests: runs edgeinfer (batch 1, slow enough that the kill lands
+ * mid-stream) from `source` to the Kafka topic `out`, kills it with SIGKILL once it acked some
+ * events, checks it had not written everything, and returns the arguments for the restart.
+ */
+async function killMidStream(source: string, out: string, total: number): Promise<string[]> {
   const model = await linearModelFile({ features: ["a"], weights: [1], bias: 0 });
+  const args = [
+    "run",
+    "--model",
+    model,
+    "--source",
+    source,
+    "--sink",
+    `kafka://${KAFKA}/${out}`,
+    "--batch-size",
+    "1",
+    "--status-every",
+    "0.2",
+  ];
+  const first = spawnCli(args);
+  await first.waitForStderr(/status: [1-9]\d* events acked/);
+  first.child.kill("SIGKILL");
+  await first.exit();
+  const beforeRestart = await consume(out, total, 3000);
+  assert.ok(beforeRestart.length < total, `killed mid-stream (${beforeRestart.length} of ${total} written)`);
+  return args;
+}
+
+Deno.test("Kafka → Kafka: a run killed with SIGKILL mid-stream loses nothing; the next run scores the rest", async () => {
   const input = uniqueName("crash-in");
   const out = uniqueName("crash-out");
   const group = uniqueName("edgeinfer");
@@ -296,25 +324,7 @@ Deno.test("Kafka → Kafka: a run killed with SIGKILL mid-stream loses nothing; 
       ),
     );
   }
-  const args = [
-    "run",
-    "--model",
-    model,
-    "--source",
-    `kafka://${KAFKA}/${input}?group=${group}`,
-    "--sink",
-    `kafka://${KAFKA}/${out}`,
-    "--batch-size",
-    "1", // slow enough that the kill lands mid-stream
-    "--status-every",
-    "0.2",
-  ];
-  const first = spawnCli(args);
-  await first.waitForStderr(/status: [1-9]\d* events acked/);
-  first.child.kill("SIGKILL");
-  await first.exit();
-  const beforeRestart = await consume(out, total, 3000);
-  assert.ok(beforeRestart.length < total, `killed mid-stream (${beforeRestart.length} of ${total} written)`);
+  const args = await killMidStream(`kafka://${KAFKA}/${input}?group=${group}`, out, total);
 
   const second = spawnCli(args);
   await waitForCommittedEnd(group, input, await topicEnds(input));
@@ -327,32 +337,13 @@ Deno.test("Kafka → Kafka: a run killed with SIGKILL mid-stream loses nothing; 
 });
 
 Deno.test("MQTT → Kafka: a run killed with SIGKILL mid-stream loses nothing; the broker redelivers what was not PUBACKed", async () => {
-  const model = await linearModelFile({ features: ["a"], weights: [1], bias: 0 });
   const base = uniqueName("crash");
   const out = uniqueName("crash-mqtt-out");
   const clientId = uniqueName("edgeinfer-test");
   const total = 10_000;
   await prepareMqttSession(clientId, `${base}/+`);
   await publishMqtt(`${base}/car`, Array.from({ length: total }, (_, i) => JSON.stringify({ id: i, a: i })));
-  const args = [
-    "run",
-    "--model",
-    model,
-    "--source",
-    `mqtt://${MQTT_HOSTPORT}/${base}/+?client-id=${clientId}`,
-    "--sink",
-    `kafka://${KAFKA}/${out}`,
-    "--batch-size",
-    "1", // slow enough that the kill lands mid-stream
-    "--status-every",
-    "0.2",
-  ];
-  const first = spawnCli(args);
-  await first.waitForStderr(/status: [1-9]\d* events acked/);
-  first.child.kill("SIGKILL");
-  await first.exit();
-  const beforeRestart = await consume(out, total, 3000);
-  assert.ok(beforeRestart.length < total, `killed mid-stream (${beforeRestart.length} of ${total} written)`);
+  const args = await killMidStream(`mqtt://${MQTT_HOSTPORT}/${base}/+?client-id=${clientId}`, out, total);
 
   const second = spawnCli(args);
   let ids = new Set<unknown>();
