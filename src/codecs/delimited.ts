@@ -1,10 +1,11 @@
-import { parseDecimal, POW10 } from "./decimal.ts";
+import { F32_LIMIT, parseDecimal, POW10 } from "./decimal.ts";
 import type { DecodedMeta, Decoder } from "./decoder.ts";
 
 /**
  * `--format delimited`: `<id>,<v1>#<v2>#…`, the message format of the original KSQL UDF stream.
  * Values map to the model's input columns in order. Like Java's Double.parseDouble (which the UDF
- * used), surrounding whitespace is allowed.
+ * used), surrounding whitespace is allowed; unlike it, only plain decimals are (no hex, "Infinity",
+ * "NaN"; see parseDecimal), and a value must fit the model's float32 input.
  */
 export class DelimitedDecoder implements Decoder {
   constructor(private readonly width: number) {}
@@ -14,7 +15,8 @@ export class DelimitedDecoder implements Decoder {
     if (comma === -1) return `expected '<id>,<v1>#<v2>#…', found no ',' after the id`;
     const id = text.slice(0, comma).trim();
     // One pass over the characters, no substring per value: plain decimals ("2.10", "-0.5") are
-    // accumulated digit by digit; any other token is handed to parseDecimal.
+    // accumulated digit by digit (at most 15 digits: always finite and within float32); any other
+    // token is handed to parseDecimal and its result checked.
     const width = this.width;
     const end = text.length;
     let count = 0;
@@ -35,13 +37,14 @@ export class DelimitedDecoder implements Decoder {
         if (dot) scale++;
       } else if (c === 35) { // '#': the token is complete
         if (count < width) {
-          const value = plain && digits > 0 && digits <= 15 && scale <= 22
-            ? (negative ? -1 : 1) * (scale === 0 ? mantissa : mantissa / POW10[scale])
-            : parseDecimal(text, tokenStart, i);
-          if (!Number.isFinite(value)) {
-            return `value ${count + 1} is not a number: ${
-              JSON.stringify(text.slice(tokenStart, i).slice(0, 40))
-            }`;
+          let value: number;
+          if (plain && digits > 0 && digits <= 15 && scale <= 22) {
+            value = (negative ? -1 : 1) * (scale === 0 ? mantissa : mantissa / POW10[scale]);
+          } else {
+            value = parseDecimal(text, tokenStart, i);
+            if (!(value < F32_LIMIT && value > -F32_LIMIT)) {
+              return rejection(count + 1, value, text, tokenStart, i);
+            }
           }
           row[offset + count] = value;
         }
@@ -66,4 +69,15 @@ export class DelimitedDecoder implements Decoder {
     meta.passthrough = undefined;
     return undefined;
   }
+}
+
+/** Why the value at `position` (1-based), `text[start, end)`, parsed as `value`, cannot be used. */
+function rejection(position: number, value: number, text: string, start: number, end: number): string {
+  const token = text.slice(start, end);
+  if (Number.isNaN(value)) return `value ${position} is not a number: ${JSON.stringify(token.slice(0, 40))}`;
+  const numeral = token.trim();
+  const shown = numeral.length > 40 ? `${numeral.slice(0, 40)}…` : numeral;
+  return Number.isFinite(value)
+    ? `value ${position} = ${shown} is outside the float32 range of the model input (±3.4e38)`
+    : `value ${position} = ${shown} is not a finite number (overflows a double)`;
 }

@@ -1,3 +1,4 @@
+import { F32_LIMIT } from "./decimal.ts";
 import type { DecodedMeta, Decoder } from "./decoder.ts";
 
 export interface JsonDecoderOptions {
@@ -11,7 +12,11 @@ export interface JsonDecoderOptions {
   passthrough: string[];
 }
 
-/** `--format json`: the payload is a JSON object; features are read by field name. */
+/**
+ * `--format json`: the payload is a JSON object; features are read by field name. A feature must be
+ * a JSON number (JSON.parse already refuses hex, "Infinity", "NaN", "1_000"; a string such as
+ * "0x1A" is not a number) that fits the model's float32 input.
+ */
 export class JsonDecoder implements Decoder {
   constructor(private readonly options: JsonDecoderOptions) {}
 
@@ -34,6 +39,7 @@ export class JsonDecoder implements Decoder {
           ? `missing feature '${features[i]}'`
           : `feature '${features[i]}' is not a number: ${JSON.stringify(value).slice(0, 40)}`;
       }
+      if (!(value < F32_LIMIT && value > -F32_LIMIT)) return outOfRange(features[i], value);
       row[offset + i] = value;
     }
 
@@ -50,4 +56,11 @@ export class JsonDecoder implements Decoder {
     meta.passthrough = passthrough.length === 0 ? undefined : passthrough.map((name) => fields[name]);
     return undefined;
   }
+}
+
+/** Why feature `name` = `value` (±Infinity, or beyond float32; JSON.parse never gives NaN) is refused. */
+function outOfRange(name: string, value: number): string {
+  return Number.isFinite(value)
+    ? `feature '${name}' = ${value} is outside the float32 range of the model input (±3.4e38)`
+    : `feature '${name}' is not a finite number: its JSON numeral overflows a double (parsed as ${value})`;
 }

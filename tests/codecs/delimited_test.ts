@@ -46,3 +46,62 @@ Deno.test("DelimitedDecoder parses each value exactly as Number() would, or reje
     else assert.match(error ?? "", /value 1 is not a number/, token);
   }
 });
+
+Deno.test("DelimitedDecoder rejects hex, octal, binary, Infinity, NaN, 1_000 and empty values, naming them", () => {
+  const decoder = new DelimitedDecoder(3);
+  const row = new Float32Array(3);
+  for (
+    const token of ["0x1A", "0o7", "0b11", "Infinity", "-Infinity", "NaN", "1_000", "", "  ", "1.5f", "+-1"]
+  ) {
+    assert.equal(
+      decoder.decode(`1,1#${token}#3`, row, 0, emptyMeta()),
+      `value 2 is not a number: ${JSON.stringify(token)}`,
+      token,
+    );
+  }
+});
+
+Deno.test("DelimitedDecoder rejects a value beyond float32 range, naming the value", () => {
+  const decoder = new DelimitedDecoder(3);
+  const row = new Float32Array(3);
+  const reason = (token: string) => decoder.decode(`1,1#2#${token}`, row, 0, emptyMeta());
+  const range = "is outside the float32 range of the model input (±3.4e38)";
+  assert.equal(reason("1e39"), `value 3 = 1e39 ${range}`);
+  assert.equal(reason(" -3.5E38 "), `value 3 = -3.5E38 ${range}`);
+  assert.equal(reason("1" + "0".repeat(39)), `value 3 = 1${"0".repeat(39)} ${range}`);
+  assert.equal(reason("1" + "0".repeat(60)), `value 3 = 1${"0".repeat(39)}… ${range}`);
+  assert.equal(reason("1.7976931348623157e308"), `value 3 = 1.7976931348623157e308 ${range}`);
+});
+
+Deno.test("DelimitedDecoder rejects a numeral that overflows a double as not finite, naming the value", () => {
+  const decoder = new DelimitedDecoder(3);
+  const row = new Float32Array(3);
+  assert.equal(
+    decoder.decode("1,1e400#2#3", row, 0, emptyMeta()),
+    "value 1 = 1e400 is not a finite number (overflows a double)",
+  );
+  assert.equal(
+    decoder.decode("1,1#-1e400 #3", row, 0, emptyMeta()),
+    "value 2 = -1e400 is not a finite number (overflows a double)",
+  );
+});
+
+Deno.test("DelimitedDecoder accepts values that round to the float32 limits, underflow or lose precision", () => {
+  const decoder = new DelimitedDecoder(6);
+  const row = new Float32Array(6);
+  const error = decoder.decode(
+    "1,3.4028235e38#-3.4028234663852886e38#1e-50#1e-45#0.1234567890123456789#\t2.5\t",
+    row,
+    0,
+    emptyMeta(),
+  );
+  assert.equal(error, undefined);
+  assert.deepEqual([...row], [
+    3.4028234663852886e38,
+    -3.4028234663852886e38,
+    0,
+    Math.fround(1e-45),
+    Math.fround(0.1234567890123456789),
+    2.5,
+  ]);
+});
