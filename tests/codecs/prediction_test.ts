@@ -70,6 +70,8 @@ Deno.test("deadLetterRecord keeps the original payload and the reason", () => {
     source: "file:in.jsonl:3",
     ts: 9,
     payload: '{"a":',
+    payload_bytes: 5,
+    payload_sha256: "ffb38b22ee3e0ca90325ebce953a9846990f292faf44c50498771602e31cb61f",
   });
   assert.equal(text.headers["edgeinfer-error"], "invalid JSON: x");
   const binary = deadLetterRecord(
