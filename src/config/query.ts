@@ -1,4 +1,5 @@
 import { UsageError } from "../errors.ts";
+import { maskUrl } from "./endpoint.ts";
 
 /**
  * Reads the query parameters of an endpoint URL, rejecting unknown ones (a typo must not be
@@ -8,10 +9,10 @@ export function readQuery(flag: string, params: URLSearchParams, allowed: string
   const values = new Map<string, string>();
   for (const [key, value] of params) {
     if (!allowed.includes(key)) {
-      throw new UsageError(
+      throw new UsageError(maskUrl(
         `${flag} has unknown parameter '${key}'; ` +
           (allowed.length ? `allowed: ${allowed.join(", ")}` : "this URL takes no parameters"),
-      );
+      ));
     }
     values.set(key, value);
   }
@@ -28,7 +29,7 @@ export function oneOf<T extends string>(
 ): T {
   if (value === undefined) return fallback;
   if (!(choices as string[]).includes(value)) {
-    throw new UsageError(`${flag} parameter ${key}=${value} must be one of ${choices.join(", ")}`);
+    throw new UsageError(maskUrl(`${flag} parameter ${key}=${value} must be one of ${choices.join(", ")}`));
   }
   return value as T;
 }

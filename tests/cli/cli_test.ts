@@ -202,3 +202,43 @@ Deno.test("edgeinfer inspect shows the shipped car model's 18 features in the si
   assert.deepEqual(listed, [...FEATURES]);
   assert.match(result.stdout, /threshold 0\.\d+/);
 });
+
+Deno.test("edgeinfer never prints an MQTT password from a URL, and names an unreadable password-file", async () => {
+  const model = await linearModelFile({ features: ["a"], weights: [1], bias: 0 });
+  for (
+    const [args, message] of [
+      [
+        ["run", "--model", model, "--source", "mqtt://u:s3cr3t@127.0.0.1:1883"],
+        /mqtt:\/\/u:\*\*\*@127.0.0.1:1883/,
+      ],
+      [["run", "--model", model, "--source", "mqtt://u:s3cr3t@127.0.0.1:99999/t"], /is not a valid URL/],
+      [["run", "--model", model, "--source", "kafka://u:s3cr3t@127.0.0.1:9092/t"], /has user info/],
+      [["run", "--model", model, "--source", "-", "--sink", "http://u:s3cr3t@x/t"], /not a supported URL/],
+      [
+        ["simulate", "--count", "1", "--target", "mqtt://u:s3cr3t@127.0.0.1:1883"],
+        /u:\*\*\*@.* has no topic/,
+      ],
+    ] as [string[], RegExp][]
+  ) {
+    const result = await runCli(args);
+    assertUsageError(result, message);
+    assert.doesNotMatch(result.stderr, /s3cr3t/);
+  }
+  assertUsageError(
+    await runCli([
+      "run",
+      "--model",
+      model,
+      "--source",
+      "mqtt://u@127.0.0.1:1883/t?password-file=/nonexistent/mqtt.pw",
+    ]),
+    /--source password-file=\/nonexistent\/mqtt.pw cannot be read/,
+  );
+  // The environment variable reaches the source's credentials (here: refused without a user name at MQTT 3.1.1).
+  assertUsageError(
+    await runCli(["run", "--model", model, "--source", "mqtt://127.0.0.1:1883/t?version=4"], {
+      env: { EDGEINFER_MQTT_PASSWORD: "s3cr3t" },
+    }),
+    /--source has a password \(from EDGEINFER_MQTT_PASSWORD\) but no user name/,
+  );
+});

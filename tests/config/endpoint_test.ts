@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { parseEndpoint } from "../../src/config/endpoint.ts";
+import { maskUrl, MQTT_PASSWORD_ENV, mqttCredentials, parseEndpoint } from "../../src/config/endpoint.ts";
+import { readQuery } from "../../src/config/query.ts";
 import { UsageError } from "../../src/errors.ts";
 
 Deno.test("parseEndpoint reads an MQTT URL with credentials, wildcard filter and query", () => {
@@ -54,6 +55,111 @@ Deno.test("parseEndpoint names the flag and the problem for bad URLs", () => {
   ];
   for (const [url, message] of cases) {
     assert.throws(() => parseEndpoint("--source", url), (err: unknown) => {
+      assert.ok(err instanceof UsageError, `${url}: ${err}`);
+      assert.match(err.message, message);
+      return true;
+    });
+  }
+});
+
+Deno.test("maskUrl hides the password of every scheme://user:password@ in a text", () => {
+  assert.equal(
+    maskUrl("mqtt://u:s3cr3t@127.0.0.1:1883/cars/+/x?qos=1"),
+    "mqtt://u:***@127.0.0.1:1883/cars/+/x?qos=1",
+  );
+  assert.equal(
+    maskUrl("--source 'mqtt://u:p@ss:w@host/t' and kafka://a:b@h:9092/t"),
+    "--source 'mqtt://u:***@host/t' and kafka://a:***@h:9092/t",
+  );
+  assert.equal(maskUrl("mqtt://:onlypass@host/t"), "mqtt://:***@host/t");
+  // Nothing to hide: no password, or an '@' after the authority.
+  for (
+    const text of [
+      "mqtt://u@host/t",
+      "mqtt://host:1883/users/a@b",
+      "mqtt://host:1883?x=a@b",
+      "plain u:p@host",
+    ]
+  ) {
+    assert.equal(maskUrl(text), text);
+  }
+});
+
+Deno.test("parseEndpoint never echoes a password in its errors", () => {
+  const cases: [string, RegExp][] = [
+    ["mqtt://u:s3cr3t@127.0.0.1:1883", /'mqtt:\/\/u:\*\*\*@127.0.0.1:1883' has no topic/],
+    ["mqtt://u:s3cr3t@127.0.0.1:99999/t", /'mqtt:\/\/\*\*\*@127.0.0.1:99999\/t' is not a valid URL/],
+    ["mqtt://u:s3c/r3t@127.0.0.1:1883/t", /'mqtt:\/\/\*\*\*@127.0.0.1:1883\/t' is not a valid URL/],
+    ["mqtt://u:s3c r3t@127.0.0.1:1883", /has no topic/],
+    ["http://u:s3cr3t@x/t", /'http:\/\/u:\*\*\*@x\/t' is not a supported URL/],
+    ["u:s3cr3t@127.0.0.1:1883/t", /'u:\*\*\*@127.0.0.1:1883\/t' is not a supported URL \(no scheme\)/],
+    ["kafka://u:s3cr3t@127.0.0.1:9092/t", /'kafka:\/\/\*\*\*@127.0.0.1:9092\/t' has user info/],
+    ["kafka://u:s3cr3t@127.0.0.1:9092/bad topic", /has user info/],
+  ];
+  for (const [url, message] of cases) {
+    assert.throws(() => parseEndpoint("--source", url), (err: unknown) => {
+      assert.ok(err instanceof UsageError, `${url}: ${err}`);
+      assert.match(err.message, message);
+      assert.doesNotMatch(err.message, /s3c/, `${url}: ${err.message}`);
+      return true;
+    });
+  }
+});
+
+function mqttEndpoint(url: string) {
+  const e = parseEndpoint("--source", url);
+  if (e.kind !== "mqtt") throw new Error("not mqtt");
+  return { endpoint: e, query: readQuery("--source", e.params, ["username", "password-file"]) };
+}
+
+Deno.test("mqttCredentials takes the password from password-file, then the URL, then EDGEINFER_MQTT_PASSWORD", async () => {
+  const file = await Deno.makeTempFile();
+  await Deno.writeTextFile(file, "from-file\n");
+  const env = (value: string | undefined) => (name: string) => name === MQTT_PASSWORD_ENV ? value : undefined;
+  const resolve = (url: string, envValue?: string) => {
+    const { endpoint, query } = mqttEndpoint(url);
+    return mqttCredentials("--source", endpoint, query, env(envValue));
+  };
+  assert.deepEqual(resolve(`mqtt://u:from-url@h/t?password-file=${file}`, "from-env"), {
+    username: "u",
+    password: "from-file",
+    passwordFrom: "password-file",
+  });
+  assert.deepEqual(resolve("mqtt://u:from-url@h/t", "from-env"), {
+    username: "u",
+    password: "from-url",
+    passwordFrom: "url",
+  });
+  assert.deepEqual(resolve("mqtt://h/t?username=edge", "from-env"), {
+    username: "edge",
+    password: "from-env",
+    passwordFrom: "env",
+  });
+  assert.deepEqual(resolve("mqtt://u@h/t", ""), { username: "u" }, "an empty variable counts as unset");
+  assert.deepEqual(resolve("mqtt://h/t"), { username: undefined });
+  await Deno.writeTextFile(file, "p@ss word \r\n\n");
+  assert.equal(
+    resolve(`mqtt://h/t?username=u&password-file=${encodeURIComponent(file)}`).password,
+    "p@ss word ",
+  );
+});
+
+Deno.test("mqttCredentials names a password file it cannot use, never its content, and one user name", async () => {
+  const empty = await Deno.makeTempFile();
+  await Deno.writeTextFile(empty, "\n");
+  const cases: [string, RegExp][] = [
+    [
+      "mqtt://u@h/t?password-file=/nonexistent/mqtt.pw",
+      /--source password-file=\/nonexistent\/mqtt.pw cannot be read/,
+    ],
+    [`mqtt://u@h/t?password-file=${empty}`, /password-file=.* is empty/],
+    [`mqtt://u@h/t?password-file=${Deno.cwd()}`, /password-file=.* cannot be read/],
+    ["mqtt://u@h/t?password-file=", /password-file= needs a path/],
+    ["mqtt://u@h/t?username=v", /gives the MQTT user name twice/],
+  ];
+  for (const [url, message] of cases) {
+    const { endpoint, query } = mqttEndpoint(url);
+    assert.throws(() => mqttCredentials("--source", endpoint, query, () => undefined), (err: unknown) => {
       assert.ok(err instanceof UsageError, `${url}: ${err}`);
       assert.match(err.message, message);
       return true;
