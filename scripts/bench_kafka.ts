@@ -117,7 +117,9 @@ for (const inFlight of [1, IN_FLIGHT]) {
   const t0 = performance.now();
   const outstanding = new Set<Promise<void>>();
   for (let i = 0; i < N; i += BATCH) {
-    const p: Promise<void> = sink.send(records.slice(i, i + BATCH)).finally(() => outstanding.delete(p));
+    const p: Promise<void> = sink.send(records.slice(i, i + BATCH)).then(() => {}).finally(() =>
+      outstanding.delete(p)
+    );
     outstanding.add(p);
     if (outstanding.size >= inFlight) await Promise.race(outstanding);
   }

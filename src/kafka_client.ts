@@ -10,8 +10,8 @@ import { logLine } from "./log.ts";
 
 /** kafkajs warnings that do not apply to how edgeinfer uses it (see the why beside each). */
 const IGNORED = [
-  // The sink bounds kafkajs's retries on purpose: it re-sends the same records itself (for up to
-  // 30 s) and stops at its first failed send, so sequence numbers that kafkajs rolls back after a
+  // The sink bounds kafkajs's retries on purpose: it re-sends the same records itself (for ever,
+  // before any later ones) and stops at its first fatal failure, so sequence numbers that kafkajs rolls back after a
   // failed request are never reused for other records (the EoS risk this warns about).
   "Limiting retries for the idempotent producer may invalidate EoS guarantees",
 ];
@@ -32,6 +32,11 @@ export const kafkaLogCreator: logCreator = () => (entry: LogEntry) => {
   // ERROR before the code that sent the request handles it; whatever is not handled is logged
   // again by that code or reaches us as an error, so these lines only add noise.
   if (entry.namespace === "Connection" && message.startsWith("Response ")) return;
+  // An unreachable broker: the source or sink reports the outage once, with how long it lasts.
+  if (message.startsWith("Connection error") || message.startsWith("Failed to connect to seed broker")) {
+    return;
+  }
+  if (message.startsWith("Connection timeout") || message.startsWith("Restarting the consumer")) return;
   const ns = entry.namespace ? `[${entry.namespace}] ` : "";
   const detail = error === undefined ? "" : String(error instanceof Error ? error.message : error);
   const line = `${entry.label} ${ns}${message}${detail && !message.includes(detail) ? ` (${detail})` : ""}`;
@@ -73,8 +78,9 @@ export function patchKafkajsIdlePolling(): boolean {
 }
 
 /**
- * A kafkajs client. Retries are bounded so that an unreachable broker fails in ~6-10 s
- * (backoff 300, 600, 1200, 2000, 2000 ms ±20 % plus connect attempts) instead of retrying forever.
+ * A kafkajs client. Its own retries are short (~1.5 s: backoff 300, 600 ms ±20 %, plus connect
+ * attempts): the source and sink retry beyond that themselves, for ever or until --give-up-after,
+ * reporting the outage as they go.
  */
 export function createKafka(brokers: string[], clientId: string): Kafka {
   patchKafkajsIdlePolling();
@@ -84,7 +90,7 @@ export function createKafka(brokers: string[], clientId: string): Kafka {
     logLevel: logLevel.WARN,
     logCreator: kafkaLogCreator,
     connectionTimeout: 3000,
-    retry: { retries: 5, initialRetryTime: 300, maxRetryTime: 2000 },
+    retry: { retries: 2, initialRetryTime: 300, maxRetryTime: 2000 },
   });
 }
 
@@ -99,9 +105,20 @@ function rootCause(e: unknown): unknown {
  * Whether a kafkajs error is worth retrying later (connection lost, broker restarting, leader
  * moving) rather than permanent (record too large, not authorised, invalid config).
  */
-export function isRetriableKafkaError(e: unknown): boolean {
-  const cause = rootCause(e) as { retriable?: boolean; name?: string } | undefined;
+export function isRetriableKafkaError(e: unknown, options: { unknownTopicIsFatal?: boolean } = {}): boolean {
+  const cause = rootCause(e) as { retriable?: boolean; name?: string; type?: string } | undefined;
   if (cause?.name === "KafkaJSNoBrokerAvailableError") return true;
+  // Kafka calls it retriable (metadata may lag a topic's creation), but a consumer of a topic that
+  // does not exist waits for nothing: the operator must create it.
+  if (options.unknownTopicIsFatal && cause?.type === "UNKNOWN_TOPIC_OR_PARTITION") return false;
+  // Connection-level failures: refused, reset, timed out, closed while a request was pending.
+  if (
+    /^KafkaJS(Connection|ConnectionClosed|RequestTimeout|NumberOfRetriesExceeded)Error$/.test(
+      cause?.name ?? "",
+    )
+  ) {
+    return true;
+  }
   return cause?.retriable === true;
 }
 

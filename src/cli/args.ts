@@ -49,3 +49,27 @@ export function listFlag(value: string | undefined): string[] | undefined {
   if (value === undefined) return undefined;
   return value.split(",").map((s) => s.trim()).filter((s) => s.length > 0);
 }
+
+/**
+ * Parses a duration flag: a number with a unit (`500ms`, `10s`, `5m`, `1h`; a bare number is seconds).
+ * Returns milliseconds; names the flag and the accepted forms when the value is not one.
+ */
+export function durationFlag(name: string, value: string | undefined, fallbackMs: number): number;
+export function durationFlag(
+  name: string,
+  value: string | undefined,
+  fallbackMs?: number,
+): number | undefined;
+export function durationFlag(
+  name: string,
+  value: string | undefined,
+  fallbackMs?: number,
+): number | undefined {
+  if (value === undefined) return fallbackMs;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(value);
+  if (m === null) {
+    throw new UsageError(`--${name} must be a duration such as 500ms, 10s, 5m or 1h, got '${value}'`);
+  }
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] ?? "s"]!;
+  return Math.round(Number(m[1]) * unit);
+}

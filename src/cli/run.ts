@@ -2,7 +2,7 @@ import { DelimitedDecoder } from "../codecs/delimited.ts";
 import type { Decoder } from "../codecs/decoder.ts";
 import { JsonDecoder } from "../codecs/json.ts";
 import { PredictionEncoder, RECORD_FIELDS } from "../codecs/prediction.ts";
-import { UsageError } from "../errors.ts";
+import { RuntimeError, UsageError } from "../errors.ts";
 import { logLine } from "../log.ts";
 import { Model } from "../model/model.ts";
 import { Pipeline } from "../pipeline/pipeline.ts";
@@ -10,7 +10,8 @@ import { Stats } from "../pipeline/stats.ts";
 import type { Sink } from "../pipeline/types.ts";
 import { createSink } from "../sinks/factory.ts";
 import { createSource } from "../sources/factory.ts";
-import { intFlag, listFlag, numberFlag, parseFlags } from "./args.ts";
+import { DEFAULT_RETRY, Health, type RetryPolicy } from "../pipeline/health.ts";
+import { durationFlag, intFlag, listFlag, numberFlag, parseFlags } from "./args.ts";
 import { onShutdownSignal } from "./signals.ts";
 
 export const RUN_HELP = `edgeinfer run: score a stream of events with an ONNX model, in batches
@@ -44,8 +45,20 @@ Batching and delivery
   --linger-ms N           ... or N ms after its first event, whichever comes first (default 5)
   --max-in-flight N       batches awaiting a durable write before the source is paused (default 4)
   --max-events N          stop cleanly after N events are processed and acknowledged
-  --max-payload-bytes N   larger payloads go to the DLQ (default 1048576)
+  --max-payload-bytes N   larger payloads go to the DLQ (default 1048576); only their first
+                          --dlq-payload-bytes are kept in memory
+  --max-held-bytes N      payload bytes held in the process (received, not yet acknowledged) at
+                          which the source stops reading (default 67108864 = 64 MiB)
+  --dlq-payload-bytes N   payload bytes embedded in a dead-letter record; the original's size and
+                          sha256 are always recorded (default 65536)
   --threads N             ONNX Runtime intra-op threads (default 1)
+
+Outages and shutdown
+  --retry-max-backoff D   a retriable failure (broker down, restarting, timeout) is retried for
+                          ever, backing off up to D between attempts (default 5s; 500ms, 10s, 2m)
+  --give-up-after D       end the run (exit 1) when one failure lasts longer than D (default: never)
+  --shutdown-timeout D    after SIGINT/SIGTERM, wait at most D for in-flight batches to become
+                          durable; what is not is left unacknowledged and redelivered (default 10s)
 
 Output
   --quiet                 no status line or summary on stderr
@@ -80,6 +93,11 @@ export async function runCommand(argv: string[]): Promise<void> {
     "max-in-flight": { type: "string" },
     "max-events": { type: "string" },
     "max-payload-bytes": { type: "string" },
+    "max-held-bytes": { type: "string" },
+    "dlq-payload-bytes": { type: "string" },
+    "retry-max-backoff": { type: "string" },
+    "give-up-after": { type: "string" },
+    "shutdown-timeout": { type: "string" },
     threads: { type: "string" },
     quiet: { type: "boolean", default: false },
     "status-every": { type: "string" },
@@ -95,6 +113,16 @@ export async function runCommand(argv: string[]): Promise<void> {
   const maxInFlight = intFlag("max-in-flight", f["max-in-flight"], 4, 1);
   const maxEvents = f["max-events"] === undefined ? undefined : intFlag("max-events", f["max-events"], 0, 1);
   const maxPayloadBytes = intFlag("max-payload-bytes", f["max-payload-bytes"], 1 << 20, 1);
+  const maxHeldBytes = intFlag("max-held-bytes", f["max-held-bytes"], 64 << 20, 1);
+  const deadLetterPayloadBytes = intFlag("dlq-payload-bytes", f["dlq-payload-bytes"], 64 << 10, 0);
+  const retry: RetryPolicy = {
+    initialBackoffMs: DEFAULT_RETRY.initialBackoffMs,
+    maxBackoffMs: durationFlag("retry-max-backoff", f["retry-max-backoff"], DEFAULT_RETRY.maxBackoffMs),
+    giveUpAfterMs: durationFlag("give-up-after", f["give-up-after"]),
+  };
+  if (retry.maxBackoffMs < 1) throw new UsageError(`--retry-max-backoff must be at least 1ms`);
+  retry.initialBackoffMs = Math.min(retry.initialBackoffMs, retry.maxBackoffMs);
+  const shutdownTimeoutMs = durationFlag("shutdown-timeout", f["shutdown-timeout"], 10_000);
   const threads = intFlag("threads", f.threads, 1, 1);
   const statusEvery = numberFlag("status-every", f["status-every"]) ?? 5;
   if (statusEvery <= 0) {
@@ -117,9 +145,19 @@ export async function runCommand(argv: string[]): Promise<void> {
     }
   }
 
+  const log = f.quiet ? () => {} : logLine;
+  // Outages are reported here (and shown in the status line); a fatal failure ends the run.
+  const health = new Health(retry, logLine);
   // Validate every URL before connecting anywhere, so a typo fails fast.
-  // The MQTT receive window: every batch that may await the sink, plus the one being filled.
-  const source = createSource(f.source, batchSize * (maxInFlight + 1));
+  // The memory bound: every batch that may await the sink, plus the one being filled (also the
+  // MQTT receive window), and the payload bytes of those events.
+  const source = createSource(f.source, {
+    maxHeldEvents: batchSize * (maxInFlight + 1),
+    maxHeldBytes,
+    maxPayloadBytes,
+    keepOversizeBytes: deadLetterPayloadBytes,
+    health,
+  });
   const model = await Model.load(f.model, {
     features: listFlag(f.features),
     threshold: numberFlag("threshold", f.threshold),
@@ -152,17 +190,39 @@ export async function runCommand(argv: string[]): Promise<void> {
 
   const sinks: Sink[] = [];
   const stats = new Stats();
-  const log = f.quiet ? () => {} : logLine;
   const shutdown = new AbortController();
+  // Aborted when the shutdown deadline passes: in-flight batches are then given up (unacknowledged).
+  const abandon = new AbortController();
+  let deadline: ReturnType<typeof setTimeout> | undefined;
+  /** After the deadline, cleanup (commit, disconnect) gets a few seconds more, then the process exits. */
+  const armDeadline = (what: string) => {
+    if (deadline !== undefined) return;
+    deadline = setTimeout(() => {
+      const waiting = health.describe();
+      logLine(
+        `${what} did not finish within --shutdown-timeout ${shutdownTimeoutMs / 1000} s` +
+          `${waiting ? ` (${waiting})` : ""}: ${stats.events - stats.acked} events left unacknowledged ` +
+          `(the source redelivers them)`,
+      );
+      abandon.abort();
+      setTimeout(() => {
+        logLine("exiting: disconnecting did not finish either");
+        Deno.exit(health.fatalError ? 1 : 0);
+      }, 5000);
+    }, shutdownTimeoutMs);
+  };
   const stopSignals = onShutdownSignal(() => {
     log("stopping: flushing in-flight batches and committing (signal again to exit at once)");
+    armDeadline("shutdown");
     shutdown.abort();
   });
+  health.onFatal(() => armDeadline("stopping after a fatal failure"));
   let status: ReturnType<typeof setInterval> | undefined;
   try {
-    const sink = await createSink("--sink", f.sink!);
+    const sinkOptions = { health };
+    const sink = await createSink("--sink", f.sink!, sinkOptions);
     sinks.push(sink);
-    const deadLetter = f.dlq === undefined ? undefined : await createSink("--dlq", f.dlq);
+    const deadLetter = f.dlq === undefined ? undefined : await createSink("--dlq", f.dlq, sinkOptions);
     if (deadLetter) sinks.push(deadLetter);
 
     log(
@@ -173,7 +233,8 @@ export async function runCommand(argv: string[]): Promise<void> {
     if (!f.quiet) {
       let last = { acked: 0, at: performance.now() };
       status = setInterval(() => {
-        logLine(`status: ${stats.describe(last)}`);
+        const waiting = health.describe();
+        logLine(`status: ${stats.describe(last)}${waiting ? `; ${waiting}` : ""}`);
         last = { acked: stats.acked, at: performance.now() };
       }, statusEvery * 1000);
     }
@@ -190,20 +251,37 @@ export async function runCommand(argv: string[]): Promise<void> {
       maxInFlight,
       maxEvents,
       maxPayloadBytes,
+      deadLetterPayloadBytes,
       stats,
       log,
+      health,
     });
+    let closeError: string | undefined;
     try {
-      await pipeline.run(shutdown.signal);
+      await pipeline.run(shutdown.signal, abandon.signal);
     } finally {
-      // Commit what was acknowledged even after a failure, so it is not redelivered.
+      // Sinks are flushed and closed first, then the source commits what was acknowledged (even after
+      // a failure, so it is not redelivered). A close error is reported, not swallowed.
+      for (const s of sinks.splice(0)) {
+        await s.close().catch((err) => {
+          closeError ??= `closing ${s.description} failed: ${(err as Error).message}`;
+          logLine(`error: ${closeError}`);
+        });
+      }
       await source.close();
     }
-    log(`done: ${stats.describe()} in ${stats.activeSeconds().toFixed(2)} s from the first event`);
+    if (closeError !== undefined) throw new RuntimeError(closeError);
+    log(
+      `done: ${stats.describe()} in ${stats.activeSeconds().toFixed(2)} s from the first event; ` +
+        `peak ${stats.peakInFlight} batches / ${stats.peakHeld} events in flight ` +
+        `(bound ${maxInFlight + 1} / ${batchSize * (maxInFlight + 1)})`,
+    );
   } finally {
     if (status !== undefined) clearInterval(status);
     stopSignals();
+    // Only left when the pipeline never ran (e.g. a sink failed to open).
     for (const sink of sinks) await sink.close().catch(() => {});
+    clearTimeout(deadline);
     await model.close();
   }
 }

@@ -4,8 +4,9 @@ import { deadLetterRecord } from "../codecs/dead_letter.ts";
 import type { PredictionEncoder } from "../codecs/prediction.ts";
 import type { Model } from "../model/model.ts";
 import { Batcher } from "./batcher.ts";
+import type { Health } from "./health.ts";
 import type { Stats } from "./stats.ts";
-import type { OutRecord, Sink, Source, SourceEvent } from "./types.ts";
+import type { OutRecord, Refusal, Sink, Source, SourceEvent } from "./types.ts";
 
 export interface PipelineOptions {
   source: Source;
@@ -22,9 +23,16 @@ export interface PipelineOptions {
   /** Stop after this many events were taken and acknowledged. */
   maxEvents: number | undefined;
   maxPayloadBytes: number;
+  /** Payload bytes embedded in a dead-letter record (the rest is summarised by size and sha256). */
+  deadLetterPayloadBytes?: number;
   stats: Stats;
   log: (message: string) => void;
+  /** Where sources and sinks report fatal failures; the run stops at once on one. */
+  health?: Health;
 }
+
+/** Default payload bytes kept in a dead-letter record (--dlq-payload-bytes). */
+export const DEFAULT_DEAD_LETTER_PAYLOAD_BYTES = 64 * 1024;
 
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
 
@@ -44,6 +52,7 @@ export class Pipeline {
   private capacityWaiter: (() => void) | undefined;
   private failure: Error | undefined;
   private readonly loggedDropKinds = new Set<string>();
+  private readonly stop = new AbortController();
 
   constructor(private readonly o: PipelineOptions) {
     this.input = new Float32Array(o.batchSize * o.model.width);
@@ -51,12 +60,17 @@ export class Pipeline {
     this.rowEvents = new Array(o.batchSize);
   }
 
-  /** Runs until the source ends, `signal` aborts, --max-events is reached, or a sink fails (throws). */
-  async run(signal: AbortSignal): Promise<void> {
-    const { source, stats, maxEvents } = this.o;
-    const stop = new AbortController();
+  /**
+   * Runs until the source ends, `signal` aborts, --max-events is reached, or a sink or source fails
+   * for good (throws). At the end it flushes the open batch and waits for the batches in flight,
+   * unless `abandon` aborts first (a shutdown deadline): their events then stay unacknowledged.
+   */
+  async run(signal: AbortSignal, abandon?: AbortSignal): Promise<void> {
+    const { source, stats, maxEvents, maxInFlight } = this.o;
+    const stop = this.stop;
     const onAbort = () => stop.abort();
     signal.addEventListener("abort", onAbort, { once: true });
+    this.o.health?.onFatal((err) => this.fail(err));
     const batcher = new Batcher<SourceEvent>(
       this.o.batchSize,
       this.o.lingerMs,
@@ -66,25 +80,50 @@ export class Pipeline {
       for await (const chunk of source.events(stop.signal)) {
         stats.firstEventAt ??= performance.now();
         for (let i = 0; i < chunk.length && stats.events !== maxEvents; i++) {
+          // The in-flight bound holds inside a chunk too (a Kafka fetch or one socket read may carry
+          // thousands of events): at the limit, wait before taking the next event.
+          if (this.inFlight.size >= maxInFlight) await this.capacity();
+          if (this.failure || stop.signal.aborted) break;
           stats.events++;
           batcher.add(chunk[i]);
         }
-        if (stats.events === maxEvents || this.failure) break;
-        if (this.inFlight.size >= this.o.maxInFlight) await this.capacity();
+        if (stats.events === maxEvents || this.failure || stop.signal.aborted) break;
+        if (this.inFlight.size >= maxInFlight) await this.capacity();
         if (this.failure) break;
       }
     } finally {
       signal.removeEventListener("abort", onAbort);
       stop.abort();
-      // Flush what the batcher holds unless a sink failed: then nothing more can become durable.
+      // Flush what the batcher holds unless a part failed: then nothing more can become durable.
       if (this.failure) batcher.discard();
       else batcher.flush();
-      while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+      if (!this.failure) await this.drain(abandon);
     }
     if (this.failure) throw this.failure;
   }
 
+  /** Waits for the batches in flight, or until `abandon` aborts. */
+  private async drain(abandon: AbortSignal | undefined): Promise<void> {
+    const abandoned = new Promise<void>((resolve) => {
+      if (abandon?.aborted) resolve();
+      abandon?.addEventListener("abort", () => resolve(), { once: true });
+    });
+    while (this.inFlight.size > 0 && !abandon?.aborted && !this.failure) {
+      await Promise.race([Promise.allSettled([...this.inFlight]), abandoned]);
+    }
+  }
+
+  /** Stops the run: no more events are taken, nothing more is acknowledged. */
+  private fail(err: Error): void {
+    this.failure ??= err;
+    this.stop.abort();
+    const waiter = this.capacityWaiter;
+    this.capacityWaiter = undefined;
+    waiter?.();
+  }
+
   private capacity(): Promise<void> {
+    if (this.failure) return Promise.resolve();
     return new Promise((resolve) => this.capacityWaiter = resolve);
   }
 
@@ -95,7 +134,7 @@ export class Pipeline {
     // The next batch's inference waits for this one's (shared input buffer); not for its sink write.
     this.inference = done.then(() => undefined, () => undefined);
     const tracked: Promise<void> = done.then((batchResult) => batchResult.durable).catch((err) => {
-      this.failure ??= err instanceof Error ? err : new Error(String(err));
+      this.fail(err instanceof Error ? err : new Error(String(err)));
     }).finally(() => {
       this.inFlight.delete(tracked);
       stats.inFlight = this.inFlight.size;
@@ -108,6 +147,7 @@ export class Pipeline {
     });
     this.inFlight.add(tracked);
     stats.inFlight = this.inFlight.size;
+    stats.notePeaks();
     if (this.inFlight.size >= maxInFlight) source.pause();
   }
 
@@ -127,8 +167,9 @@ export class Pipeline {
     for (let i = 0; i < batch.length; i++) {
       const event = batch[i];
       let reason: string | undefined;
-      if (event.payload.length > maxPayloadBytes) {
-        reason = `payload of ${event.payload.length} bytes exceeds --max-payload-bytes ${maxPayloadBytes}`;
+      const size = event.oversize?.bytes ?? event.payload.length;
+      if (size > maxPayloadBytes) {
+        reason = `payload of ${size} bytes exceeds --max-payload-bytes ${maxPayloadBytes}`;
       } else {
         let text: string | undefined;
         try {
@@ -143,6 +184,8 @@ export class Pipeline {
     }
 
     const records: OutRecord[] = new Array(rows);
+    // The event of each record, for a prediction the sink refuses (it is dead-lettered instead).
+    const recordEvents: SourceEvent[] = new Array(rows);
     let kept = 0;
     if (rows > 0) {
       const scores = await model.score(this.input, rows);
@@ -156,15 +199,20 @@ export class Pipeline {
           continue;
         }
         if (threshold !== undefined && score > threshold) stats.anomalies++;
+        recordEvents[kept] = event;
         records[kept++] = encoder.encode(this.metas[r], event.key, event.origin, score, ts);
       }
       records.length = kept;
     }
     stats.predictions += kept;
 
-    const writes: Promise<void>[] = [];
-    if (kept > 0) writes.push(this.o.sink.send(records));
-    if (dead.length > 0 && this.o.deadLetter) writes.push(this.o.deadLetter.send(dead));
+    const writes: Promise<unknown>[] = [];
+    if (kept > 0) {
+      writes.push(this.o.sink.send(records).then((refused) => this.redirectRefused(refused, recordEvents)));
+    }
+    if (dead.length > 0 && this.o.deadLetter) {
+      writes.push(this.o.deadLetter.send(dead).then((refused) => this.dropRefused(refused, dead)));
+    }
     const durable = Promise.all(writes).then(() => {
       for (let i = 0; i < batch.length; i++) batch[i].ack();
       stats.acked += batch.length;
@@ -172,20 +220,59 @@ export class Pipeline {
     return { durable };
   }
 
+  /**
+   * Predictions the sink refused for good (e.g. a record over the topic's size limit): a poison pill
+   * must not stop the stream, so each becomes a dead letter of its event, with the sink's reason.
+   */
+  private async redirectRefused(refused: Refusal[] | void, events: SourceEvent[]): Promise<void> {
+    if (!refused || refused.length === 0) return;
+    const { stats } = this.o;
+    stats.predictions -= refused.length;
+    const dead: OutRecord[] = [];
+    const ts = Date.now();
+    for (const { index, reason } of refused) {
+      this.reject(dead, events[index], `the sink refused the prediction: ${reason}`, ts);
+    }
+    if (dead.length > 0 && this.o.deadLetter) {
+      this.dropRefused(await this.o.deadLetter.send(dead), dead);
+    }
+  }
+
+  /** Dead letters the dead-letter sink refused: nothing else can take them; logged and counted. */
+  private dropRefused(refused: Refusal[] | void, records: OutRecord[]): void {
+    if (!refused || refused.length === 0) return;
+    this.o.stats.dropped += refused.length;
+    for (const { index, reason } of refused) {
+      this.logOncePerKind(
+        `dropped`,
+        `dropping a dead-letter record the dead-letter sink refused (${reason}); ` +
+          `source ${records[index].headers["edgeinfer-source"] ?? "unknown"}; further ones are only counted`,
+      );
+    }
+  }
+
   /** Counts an unusable event and queues its dead-letter record (or logs it once per kind without a DLQ). */
   private reject(dead: OutRecord[], event: SourceEvent, reason: string, ts: number): void {
     this.o.stats.deadLettered++;
     if (!this.o.deadLetter) {
       // Without a DLQ the event is still acknowledged (it can never succeed); say so once per kind.
-      const kind = reason.split(":")[0].replace(/'[^']*'|\d+/g, "…");
-      if (!this.loggedDropKinds.has(kind)) {
-        this.loggedDropKinds.add(kind);
-        this.o.log(
-          `dropping undecodable event (no --dlq set): ${reason}; further ones like it are only counted`,
-        );
-      }
+      this.logOncePerKind(
+        reason.split(":")[0].replace(/'[^']*'|\d+/g, "…"),
+        `dropping undecodable event (no --dlq set): ${reason}; further ones like it are only counted`,
+      );
       return;
     }
-    dead.push(deadLetterRecord(event.payload, event.key, event.origin, reason, ts));
+    dead.push(
+      deadLetterRecord(event.payload, event.key, event.origin, reason, ts, {
+        maxPayloadBytes: this.o.deadLetterPayloadBytes ?? DEFAULT_DEAD_LETTER_PAYLOAD_BYTES,
+        original: event.oversize,
+      }),
+    );
+  }
+
+  private logOncePerKind(kind: string, message: string): void {
+    if (this.loggedDropKinds.has(kind)) return;
+    this.loggedDropKinds.add(kind);
+    this.o.log(message);
   }
 }

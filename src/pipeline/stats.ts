@@ -9,9 +9,21 @@ export class Stats {
   predictions = 0;
   anomalies = 0;
   deadLettered = 0;
+  /** Dead-letter records the dead-letter sink refused for good (logged, then acknowledged). */
+  dropped = 0;
   batches = 0;
   /** Batches between the batcher and a durable write (backpressure pauses the source at the limit). */
   inFlight = 0;
+  /** Highest `inFlight` seen, and highest number of events taken but not yet acknowledged. */
+  peakInFlight = 0;
+  peakHeld = 0;
+
+  /** Called when a batch is dispatched: the memory bound, as observed. */
+  notePeaks(): void {
+    if (this.inFlight > this.peakInFlight) this.peakInFlight = this.inFlight;
+    const held = this.events - this.acked;
+    if (held > this.peakHeld) this.peakHeld = held;
+  }
 
   /** Seconds since the first event (0 before it). */
   activeSeconds(): number {
@@ -26,7 +38,10 @@ export class Stats {
     const rate = Math.round((this.acked - since.acked) / seconds);
     const meanBatch = this.batches === 0 ? 0 : this.events / this.batches;
     return `${this.acked} events acked (${rate}/s), ${this.predictions} predictions, ` +
-      `${this.anomalies} anomalies, ${this.deadLettered} dead-lettered, ${this.batches} batches ` +
+      `${this.anomalies} anomalies, ${this.deadLettered} dead-lettered` +
+      `${
+        this.dropped ? ` (${this.dropped} refused by the dead-letter sink, dropped)` : ""
+      }, ${this.batches} batches ` +
       `(mean ${meanBatch.toFixed(1)}), ${this.inFlight} in flight`;
   }
 }

@@ -19,6 +19,11 @@ export interface SourceEvent {
   /** Date.now() when the source received the event. */
   receivedAt: number;
   origin: Origin;
+  /**
+   * Set when the source kept only a prefix of a payload over --max-payload-bytes (so that it does not
+   * hold its full size): the original's size and sha256. The event is dead-lettered.
+   */
+  oversize?: { bytes: number; sha256: string };
   /** Called exactly once, after every record this event produced is durable. */
   ack(): void;
 }
@@ -49,9 +54,19 @@ export interface OutRecord {
   headers: Record<string, string>;
 }
 
+/** A record a sink refused for good (too large, invalid for the topic): `index` into send()'s records. */
+export interface Refusal {
+  index: number;
+  reason: string;
+}
+
 export interface Sink {
   readonly description: string;
-  /** Resolves only when every record is durable (Kafka: acks=all). Rejects on failure. */
-  send(records: OutRecord[]): Promise<void>;
+  /**
+   * Resolves when every record is durable (Kafka: acks=all) or refused for good, listing the
+   * refused ones (none: [] or undefined). Retriable failures are retried inside the sink; it rejects
+   * only on a failure that cannot heal, and the run then ends.
+   */
+  send(records: OutRecord[]): Promise<Refusal[] | void>;
   close(): Promise<void>;
 }

@@ -264,7 +264,10 @@ class SinkTarget implements SimTarget {
     for (let i = 0; i < events.length; i++) {
       records[i] = { key: events[i].car, value: JSON.stringify(events[i]), headers: {} };
     }
-    const sent: Promise<void> = this.#sink.send(records).catch((err) => {
+    const sent: Promise<void> = this.#sink.send(records).then((refused) => {
+      // Simulated events are small; a refusal means the target is misconfigured.
+      if (refused && refused.length > 0) throw new Error(`the target refused an event: ${refused[0].reason}`);
+    }).catch((err) => {
       this.#failure ??= err;
     }).finally(() => this.#pending.delete(sent));
     this.#pending.add(sent);

@@ -8,13 +8,19 @@
  * committed offset, so events in flight at that moment are delivered again (their late acks are
  * ignored).
  *
- * Failures: an unreachable broker at start fails events() after kafkajs's bounded retries (~6 s).
- * Once running, a crash (broker gone) restarts the consumer for up to RECOVERY_WINDOW_MS, then
- * fails events(); kafkajs alone would either give up at once or restart forever.
+ * Failures: a retriable one (broker unreachable at start or gone later, leader moving, timeout) is
+ * retried for ever with capped backoff, reported to `health` (the status line shows it); a fatal one
+ * (unknown topic, not authorised) ends the run at once, even when nothing flows.
+ *
+ * Memory: the events held (fetched, not yet acknowledged) and their bytes are bounded: once either
+ * limit is reached, eachBatch waits (heartbeating) and kafkajs fetches no more. One fetch response
+ * (kafkajs maxBytes) may come on top.
  */
 import type { EachBatchPayload } from "kafkajs";
+import { describePayloadDigest } from "../codecs/dead_letter.ts";
 import { RuntimeError } from "../errors.ts";
-import { createKafka, describeKafkaError } from "../kafka_client.ts";
+import { createKafka, describeKafkaError, isRetriableKafkaError } from "../kafka_client.ts";
+import { Backoff, Health } from "../pipeline/health.ts";
 import { logLine } from "../log.ts";
 import { OffsetTracker, type PartitionOffset } from "../pipeline/offset_tracker.ts";
 import type { Origin, Source, SourceEvent } from "../pipeline/types.ts";
@@ -30,6 +36,15 @@ export interface KafkaSourceOptions {
   clientId: string;
   /** Where a group without a committed offset starts: earliest (true) or latest (false). */
   fromBeginning: boolean;
+  /** Events held (fetched, not acknowledged) at which fetching stops. Default 1280. */
+  maxHeldEvents?: number;
+  /** Payload bytes held at which fetching stops. Default 64 MiB. */
+  maxHeldBytes?: number;
+  /** Payloads larger than this are cut to `keepOversizeBytes` (they are dead-lettered). */
+  maxPayloadBytes?: number;
+  keepOversizeBytes?: number;
+  /** Where outages and fatal failures are reported. */
+  health?: Health;
 }
 
 /** How often acknowledged offsets are committed (and at close). */
@@ -40,19 +55,14 @@ const COMMIT_INTERVAL_MS = 500;
  * 100 ms costs ~10 small fetches a second when idle.
  */
 const MAX_WAIT_MS = 100;
-/**
- * Chunks fetched but not yet taken by the iterator. Past this, eachBatch waits (heartbeating) for
- * the iterator, so memory stays bounded even if the pipeline neither pulls nor pauses.
- */
-const MAX_QUEUED_CHUNKS = 4;
-/** How long a running consumer keeps restarting after crashes before events() fails. */
-const RECOVERY_WINDOW_MS = 30_000;
 
 const EMPTY = new Uint8Array(0);
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const utf8 = new TextDecoder();
 
 /** A fetched message. A class, so ack() is one shared method rather than a closure per event. */
 class KafkaEvent implements SourceEvent {
+  oversize?: { bytes: number; sha256: string };
   constructor(
     readonly payload: Uint8Array,
     readonly key: string | undefined,
@@ -60,31 +70,55 @@ class KafkaEvent implements SourceEvent {
     readonly origin: Origin & { kind: "kafka" },
     private readonly tracker: OffsetTracker,
     private readonly ticket: number,
+    private readonly release: (event: KafkaEvent) => void,
   ) {}
 
   ack(): void {
     this.tracker.ack(this.origin.partition, this.ticket);
+    this.release(this);
   }
 }
 
 export function createKafkaSource(options: KafkaSourceOptions): Source {
   const { brokers, topic, groupId, fromBeginning } = options;
+  const maxHeldEvents = options.maxHeldEvents ?? 1280;
+  const maxHeldBytes = options.maxHeldBytes ?? 64 * 1024 * 1024;
   const consumer = createKafka(brokers, options.clientId).consumer({
     groupId,
+    // One fetch response comes on top of what is held: keep it a fraction of the byte bound.
+    maxBytes: Math.max(1 << 20, Math.min(10 << 20, Math.floor(maxHeldBytes / 4))),
     maxWaitTimeInMs: MAX_WAIT_MS,
     // kafkajs's default is 30 s. A member that vanished (crash, broker restart) blocks the group's
     // next rebalance until its session expires; 10 s heals faster, and heartbeats go out every 3 s
     // even while the pipeline is slow (see eachBatch).
     sessionTimeout: 10_000,
+    // kafkajs calls this for a retriable crash (broker gone, retries exhausted); it waits our backoff,
+    // then kafkajs starts the consumer again. A fatal cause (unknown topic) is not restarted.
     retry: {
-      restartOnFailure: (e) => {
-        crashedSince ??= Date.now();
-        const restart = !stopping && running && Date.now() - crashedSince < RECOVERY_WINDOW_MS;
-        if (restart) logLine(`kafka: consumer restarting after: ${describeKafkaError(e, brokers, topic)}`);
-        return Promise.resolve(restart);
+      restartOnFailure: async (e) => {
+        if (stopping || !running || !isRetriableKafkaError(e, { unknownTopicIsFatal: true })) return false;
+        health.waiting(part, describeKafkaError(e, brokers, topic));
+        await sleep(backoff.next());
+        return !stopping && health.fatalError === undefined;
       },
     },
   });
+  const health = options.health ?? new Health(undefined, logLine);
+  const part = `Kafka source ${brokers.join(",")}`;
+  const backoff = new Backoff(health.retry);
+  const maxPayloadBytes = options.maxPayloadBytes ?? Infinity;
+  const keepOversizeBytes = options.keepOversizeBytes ?? 64 * 1024;
+  let heldEvents = 0;
+  let heldBytes = 0;
+  const full = () => heldEvents >= maxHeldEvents || heldBytes >= maxHeldBytes;
+  const release = (event: KafkaEvent) => {
+    heldEvents--;
+    heldBytes -= event.payload.length;
+    if (!full()) {
+      wakeFetcher?.();
+      wakeFetcher = undefined;
+    }
+  };
   const tracker = new OffsetTracker();
   const queue: SourceEvent[][] = [];
   let wakeIterator: (() => void) | undefined; // events() waiting for a chunk
@@ -98,7 +132,6 @@ export function createKafkaSource(options: KafkaSourceOptions): Source {
   let commitTimer: ReturnType<typeof setInterval> | undefined;
   let commitInFlight: Promise<void> | undefined;
   let recommitAll = false; // the last commit failed: next time, commit every partition
-  let crashedSince: number | undefined; // first crash since the last successful group join
   let restarting = false; // kafkajs is restarting the consumer after a crash
 
   const wake = () => {
@@ -130,11 +163,22 @@ export function createKafkaSource(options: KafkaSourceOptions): Source {
       const ticket = tracker.track(partition, m.offset);
       const origin = { kind: "kafka" as const, topic, partition, offset: m.offset };
       const key = m.key === null ? undefined : utf8.decode(m.key);
-      chunk[i] = new KafkaEvent(m.value ?? EMPTY, key, receivedAt, origin, tracker, ticket);
+      let payload: Uint8Array = m.value ?? EMPTY;
+      let oversize: { bytes: number; sha256: string } | undefined;
+      if (payload.length > maxPayloadBytes) {
+        oversize = describePayloadDigest(payload);
+        payload = payload.slice(0, Math.min(keepOversizeBytes, maxPayloadBytes));
+      }
+      const event = new KafkaEvent(payload, key, receivedAt, origin, tracker, ticket, release);
+      if (oversize) event.oversize = oversize;
+      heldEvents++;
+      heldBytes += payload.length;
+      chunk[i] = event;
     }
     queue.push(chunk);
     wake();
-    while (queue.length >= MAX_QUEUED_CHUNKS && !stopping && isRunning()) {
+    // The memory bound: fetch no more until acks bring the held events and bytes under the limits.
+    while (full() && !stopping && isRunning()) {
       let timer: ReturnType<typeof setTimeout> | undefined;
       await new Promise<void>((resolve) => {
         wakeFetcher = resolve;
@@ -155,9 +199,10 @@ export function createKafkaSource(options: KafkaSourceOptions): Source {
     recommitAll = false;
     if (offsets.length === 0) return;
     commitInFlight = commit(offsets)
+      .then(() => health.recovered(`${part} (offset commits)`))
       .catch((e) => {
         recommitAll = true;
-        logLine(`kafka: committing offsets failed, will retry: ${describeKafkaError(e, brokers, topic)}`);
+        health.waiting(`${part} (offset commits)`, describeKafkaError(e, brokers, topic));
       })
       .finally(() => commitInFlight = undefined);
   }
@@ -169,29 +214,48 @@ export function createKafkaSource(options: KafkaSourceOptions): Source {
         restarting = true;
         return;
       }
+      const wasRunning = running;
       running = false;
+      if (stopping || !wasRunning) return;
       failure = new RuntimeError(
         `Kafka consumer stopped: ${describeKafkaError(payload.error, brokers, topic)}`,
       );
+      health.fatal(failure);
       wake();
     });
     // Emitted synchronously after every (re)join, before the first fetch of the new generation:
     // kafkajs then restarts all assigned partitions from their committed offsets, so every
     // outstanding ticket is stale and chunks not yet handed to the pipeline will come again.
     consumer.on(consumer.events.GROUP_JOIN, () => {
+      // Chunks not yet handed to the pipeline will come again: they are no longer held.
+      for (const chunk of queue) for (const event of chunk) release(event as KafkaEvent);
       tracker.forgetAll();
       queue.length = 0;
-      crashedSince = undefined;
       restarting = false;
+      backoff.reset();
+      health.recovered(part);
       // A restarted consumer is a new kafkajs group object: it forgot the pause.
       if (stopping) stopFetching();
       wake();
     });
-    try {
-      await consumer.connect();
-      await consumer.subscribe({ topic, fromBeginning });
-    } catch (e) {
-      throw new RuntimeError(`Kafka source: ${describeKafkaError(e, brokers, topic)}`);
+    // Starting while Kafka is down is an outage like any other: wait for it.
+    for (;;) {
+      try {
+        await consumer.connect();
+        await consumer.subscribe({ topic, fromBeginning });
+        break;
+      } catch (e) {
+        const reason = describeKafkaError(e, brokers, topic);
+        if (!isRetriableKafkaError(e, { unknownTopicIsFatal: true })) {
+          const err = new RuntimeError(`Kafka source: ${reason}`);
+          health.fatal(err);
+          throw err;
+        }
+        health.waiting(part, reason);
+        await sleep(backoff.next());
+        if (stopping) return;
+        if (health.fatalError) throw health.fatalError;
+      }
     }
     await consumer.run({ autoCommit: false, eachBatchAutoResolve: true, eachBatch });
     if (failure === undefined) running = true;
@@ -230,8 +294,8 @@ export function createKafkaSource(options: KafkaSourceOptions): Source {
       }
     },
 
-    // Backpressure holds fetched chunks back; once MAX_QUEUED_CHUNKS are queued, eachBatch waits
-    // and kafkajs fetches no more. kafkajs's own pause() is not used for this: after a pause it
+    // Backpressure holds fetched chunks back; once the held events or bytes reach their limit,
+    // eachBatch waits and kafkajs fetches no more. kafkajs's own pause() is not used for this: after a pause it
     // only looks again after a fetch wait (MAX_WAIT_MS), and the pipeline pauses and resumes many
     // times a second when the sink is the bottleneck (measured: 15k events/s with consumer.pause,
     // 35k without, Kafka → Kafka). It is used to stop fetching at shutdown.

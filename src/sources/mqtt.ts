@@ -8,13 +8,23 @@
  * packet later. The broker stops at its in-flight window of un-acked deliveries: MQTT 5
  * `receiveMaximum` (= `maxInFlight`), or Mosquitto's `max_inflight_messages` for MQTT 3.1.1.
  *
- * Backpressure: pause() stops yielding chunks; arriving events are buffered. Once `maxInFlight`
- * events are buffered the socket is no longer read (TCP backpressure) until the consumer takes
- * them. The broker window alone is not a memory bound: Mosquitto 2.0.11 keeps it only while no
- * acks arrive at all — each PUBACK of the oldest in-flight message may release up to a whole window
- * of queued messages (measured: window 20, acks 20 ms late -> ~1600 outstanding). A pause longer
- * than 1.5 x keepalive (90 s) with the socket unread ends in a keepalive timeout and a reconnect;
- * un-acked events are then redelivered (duplicates, never loss).
+ * Memory bound: the events held (received, not yet acknowledged) never exceed `maxInFlight`, and their
+ * payload bytes never exceed `maxHeldBytes` by more than one message. At the limit the source stops
+ * mqtt.js's packet loop itself (see `gate`), not only the socket: pausing the socket is not enough,
+ * because mqtt.js pipes the socket into a Writable whose parser has already split a whole read
+ * (often hundreds of PUBLISHes) into a packet queue, and the pipe resumes the socket as soon as that
+ * Writable drains. With the packet loop held, the Writable's callback is not called, the pipe stops
+ * reading, TCP backpressure reaches the broker, and the broker queues the rest. The broker's window
+ * alone is no bound: Mosquitto 2.0.11 releases more messages on every PUBACK of the oldest one
+ * (measured: window 20, acks 20 ms late -> ~1600 outstanding). While the loop is held no PINGRESP is
+ * read either, so a stall longer than 1.5 x keepalive (90 s) ends in a reconnect; un-acked events are
+ * then redelivered (duplicates, never loss).
+ *
+ * A payload over `maxPayloadBytes` is cut to its first `keepOversizeBytes` as soon as it arrives
+ * (its size and sha256 are kept for the dead-letter record): it costs its full size only while
+ * mqtt.js parses it. No MQTT 5 maximum packet size is announced on purpose: Mosquitto then drops a
+ * larger message for this client with only a line in its own log ("Dropping too large outgoing
+ * PUBLISH"), so it would be lost without a trace; this way it is dead-lettered and counted.
  *
  * QoS 2: the event is delivered when the PUBLISH arrives and PUBREC is withheld until `ack()`;
  * mqtt.js then answers the broker's PUBREL with PUBCOMP by itself. If the connection drops before
@@ -25,6 +35,8 @@ import mqtt from "mqtt";
 import type { IClientOptions, IConnackPacket, IPublishPacket, MqttClient, Packet } from "mqtt";
 import { RuntimeError, UsageError } from "../errors.ts";
 import { logLine } from "../log.ts";
+import { describePayloadDigest } from "../codecs/dead_letter.ts";
+import { Health } from "../pipeline/health.ts";
 import type { Origin, Source, SourceEvent } from "../pipeline/types.ts";
 
 export interface MqttSourceOptions {
@@ -47,9 +59,17 @@ export interface MqttSourceOptions {
    * *instead of* its `max_inflight_messages` (larger or smaller). MQTT 3.1.1 cannot announce it:
    * there the broker's `max_inflight_messages` is the window and must be >= the batch size, or
    * batches only fill up to the window and then wait for linger. Also the number of buffered,
-   * not yet yielded events above which the socket stops being read.
+   * not yet acknowledged events at which the source stops reading.
    */
   maxInFlight?: number;
+  /** Payload bytes held (received, not acknowledged) at which the source stops reading. */
+  maxHeldBytes?: number;
+  /** Payloads larger than this are cut to `keepOversizeBytes` on arrival (they are dead-lettered). */
+  maxPayloadBytes?: number;
+  /** How much of an oversized payload is kept for its dead-letter record. */
+  keepOversizeBytes?: number;
+  /** Where connection losses and fatal failures are reported. */
+  health?: Health;
 }
 
 /** The mqtt.js version whose internals `holdBackAcks` was written against and tested with. */
@@ -70,7 +90,10 @@ type SendPacket = (packet: Packet, cb?: (err?: Error) => void, ...rest: unknown[
  * written, but `done` is still called, so the loop does not wait. Everything else passes through.
  * Returns the original `_sendPacket`, with which `ack()` writes the withheld packet later.
  */
-export function holdBackAcks(client: MqttClient): SendPacket {
+export function holdBackAcks(
+  client: MqttClient,
+  gate: (resume: () => void) => void = (r) => r(),
+): SendPacket {
   const version = mqtt.MqttClient.VERSION;
   // deno-lint-ignore no-explicit-any
   const internals = client as any;
@@ -86,7 +109,9 @@ export function holdBackAcks(client: MqttClient): SendPacket {
     if (
       (packet.cmd === "puback" || packet.cmd === "pubrec") && !(packet as { reasonCode?: number }).reasonCode
     ) {
-      cb?.(); // the packet loop goes on; ack() writes this packet later
+      // The packet loop goes on (once the source has room: QoS 2 reaches the application here, not in
+      // handleMessage); ack() writes this packet later.
+      gate(() => cb?.());
       return;
     }
     return send(packet, cb, ...rest);
@@ -96,23 +121,25 @@ export function holdBackAcks(client: MqttClient): SendPacket {
 
 class MqttEvent implements SourceEvent {
   readonly origin: Origin;
-  #pending: boolean;
+  oversize?: { bytes: number; sha256: string };
+  #pending = true;
   constructor(
     readonly payload: Uint8Array,
     readonly key: string,
     readonly receivedAt: number,
+    private readonly release: (event: MqttEvent) => void,
     private readonly writeAck: ((cmd: AckCmd, messageId: number, generation: number) => void) | null,
     private readonly cmd: AckCmd,
     private readonly messageId: number,
     private readonly generation: number,
   ) {
     this.origin = { kind: "mqtt", topic: key };
-    this.#pending = writeAck !== null;
   }
   ack(): void {
-    if (!this.#pending) return; // QoS 0, or already acked (a second PUBACK could ack a reused id)
+    if (!this.#pending) return; // already acked (a second PUBACK could ack a reused id)
     this.#pending = false;
-    this.writeAck!(this.cmd, this.messageId, this.generation);
+    this.writeAck?.(this.cmd, this.messageId, this.generation); // null at QoS 0
+    this.release(this);
   }
 }
 
@@ -161,8 +188,40 @@ export function createMqttSource(options: MqttSourceOptions): Source {
   let failure: Error | undefined;
   let wake: (() => void) | undefined;
   let wakeTimer: ReturnType<typeof setTimeout> | undefined;
-  /** The socket we stopped reading because too many events were buffered (see 'packetreceive'). */
-  let pausedSocket: MqttClient["stream"] | undefined;
+  const health = options.health ?? new Health(undefined, logLine);
+  const part = `MQTT source ${broker}`;
+  const maxHeldBytes = options.maxHeldBytes ?? 64 * 1024 * 1024;
+  const maxPayloadBytes = options.maxPayloadBytes ?? Infinity;
+  const keepOversizeBytes = options.keepOversizeBytes ?? 64 * 1024;
+  /** Events received and not yet acknowledged, and their payload bytes: the memory bound. */
+  let heldEvents = 0;
+  let heldBytes = 0;
+  /** mqtt.js packet-loop continuations held back while the source is full (see `gate`). */
+  let gated: (() => void)[] = [];
+  let releaseScheduled = false;
+
+  const full = () => heldEvents >= maxInFlight || heldBytes >= maxHeldBytes;
+
+  /** Runs `resume` (mqtt.js's "handle the next packet") now, or once the source has room again. */
+  const gate = (resume: () => void) => {
+    if (full() && !closed) gated.push(resume);
+    else resume();
+  };
+
+  const releaseGated = () => {
+    releaseScheduled = false;
+    while (gated.length > 0 && (!full() || closed)) gated.shift()!();
+  };
+
+  const release = (event: MqttEvent) => {
+    heldEvents--;
+    heldBytes -= event.payload.length;
+    // Resume the packet loop outside the pipeline's ack loop, once per burst of acks.
+    if (gated.length > 0 && !releaseScheduled && !full()) {
+      releaseScheduled = true;
+      queueMicrotask(releaseGated);
+    }
+  };
 
   const wakeConsumer = () => {
     clearTimeout(wakeTimer);
@@ -184,6 +243,7 @@ export function createMqttSource(options: MqttSourceOptions): Source {
     if (failure || closed) return;
     failure = err;
     client?.end(true);
+    health.fatal(err);
     wakeConsumer();
   };
 
@@ -203,7 +263,13 @@ export function createMqttSource(options: MqttSourceOptions): Source {
     };
     const c = mqtt.connect(options.brokerUrl, clientOptions);
     client = c;
-    send = holdBackAcks(c);
+    send = holdBackAcks(c, gate);
+    // QoS 0 and 1 messages reach the application through handleMessage (public API): holding its
+    // callback holds the packet loop. (QoS 2 is held at PUBREC, in holdBackAcks.)
+    c.handleMessage = (packet: Packet, callback: (err?: Error) => void) => {
+      if ((packet as IPublishPacket).qos === 2) callback();
+      else gate(() => callback());
+    };
     let everConnected = false;
     let offline = false;
 
@@ -213,21 +279,29 @@ export function createMqttSource(options: MqttSourceOptions): Source {
       if (packet.cmd !== "publish" || closed) return;
       const p = packet as IPublishPacket;
       const topic = p.topic;
+      let payload = p.payload as Uint8Array; // a Buffer, i.e. a Uint8Array; not copied
+      let oversize: { bytes: number; sha256: string } | undefined;
+      if (payload.length > maxPayloadBytes) {
+        // Keep a copy of the head only, and drop the packet's reference (mqtt.js keeps QoS 2
+        // packets in its incoming store until PUBREL), so the full size is not held.
+        oversize = describePayloadDigest(payload);
+        payload = payload.slice(0, Math.min(keepOversizeBytes, maxPayloadBytes));
+        p.payload = payload as IPublishPacket["payload"];
+      }
       const event = new MqttEvent(
-        p.payload as Uint8Array, // a Buffer, i.e. a Uint8Array; not copied
+        payload,
         topic,
         Date.now(),
+        release,
         p.qos === 0 ? null : writeAck,
         p.qos === 2 ? "pubrec" : "puback",
         p.messageId ?? 0,
         generation,
       );
+      if (oversize) event.oversize = oversize;
+      heldEvents++;
+      heldBytes += payload.length;
       buffer.push(event);
-      // Bound local memory when the broker window does not (QoS 0, or a large 3.1.1 window).
-      if (buffer.length >= maxInFlight && pausedSocket !== c.stream) {
-        pausedSocket = c.stream;
-        pausedSocket.pause();
-      }
       // Wake the consumer once per macrotask, so the packets parsed from one socket read (mqtt.js
       // handles them in a chain of nextTicks) reach the pipeline as one chunk.
       if (wake && wakeTimer === undefined && !paused) wakeTimer = setTimeout(wakeConsumer, 0);
@@ -253,28 +327,34 @@ export function createMqttSource(options: MqttSourceOptions): Source {
           }
         });
       } else if (offline) {
-        offline = false;
         logLine(`mqtt: reconnected to ${broker} (session ${connack.sessionPresent ? "resumed" : "new"})`);
       }
+      offline = false;
+      health.recovered(part);
     });
     c.on("close", () => {
       generation++;
+      // The closed connection's packet loop is superseded: let its held continuations end.
+      const stale = gated;
+      gated = [];
+      for (const resume of stale) resume();
     });
     c.on("offline", () => {
-      if (everConnected && !closed) {
+      if (!closed) {
         offline = true;
-        logLine(`mqtt: lost connection to ${broker}; reconnecting every 1s`);
+        health.waiting(part, everConnected ? "connection lost" : "not connected yet");
       }
     });
     c.on("error", (err: Error) => {
-      if (!everConnected) {
-        fail(new RuntimeError(`cannot connect to MQTT broker ${broker}: ${err.message}`));
-      } else if (/^Connection refused/.test(err.message)) {
-        // CONNACK refusal on a reconnect (e.g. credentials revoked): mqtt.js stops reconnecting.
+      if (closed) return;
+      if (/^Connection refused/.test(err.message) || (err as { code?: unknown }).code === 135) {
+        // A CONNACK refusal (bad credentials, not authorised, client id rejected): mqtt.js stops
+        // reconnecting, and retrying would not help.
         fail(new RuntimeError(`MQTT broker ${broker} refused the connection: ${err.message}`));
+      } else {
+        // ECONNREFUSED, ECONNRESET, keepalive timeout, DNS: transient; mqtt.js reconnects every 1 s.
+        health.waiting(part, err.message || String(err));
       }
-      // Other errors (ECONNRESET, keepalive timeout, ECONNREFUSED while reconnecting) are transient
-      // and reported by 'offline'; mqtt.js reconnects.
     });
   };
 
@@ -285,6 +365,7 @@ export function createMqttSource(options: MqttSourceOptions): Source {
       if (client) throw new Error("MqttSource.events() may only be called once");
       const onAbort = () => wakeConsumer();
       signal.addEventListener("abort", onAbort, { once: true });
+      health.onFatal(fail); // e.g. an outage that outlasted --give-up-after
       connect();
       try {
         while (true) {
@@ -293,8 +374,6 @@ export function createMqttSource(options: MqttSourceOptions): Source {
           if (!paused && buffer.length > 0) {
             const chunk = buffer;
             buffer = [];
-            pausedSocket?.resume();
-            pausedSocket = undefined;
             yield chunk;
             continue;
           }
@@ -319,6 +398,10 @@ export function createMqttSource(options: MqttSourceOptions): Source {
       if (closed) return;
       closed = true;
       wakeConsumer();
+      // Let a held packet loop run out (deliveries are ignored now), or mqtt.js cannot close.
+      const stale = gated;
+      gated = [];
+      for (const resume of stale) resume();
       const c = client;
       if (!c) return;
       // Graceful end: acks written so far are in the socket's write buffer ahead of DISCONNECT,

@@ -7,6 +7,7 @@
  *   .tools/node_modules/.bin/deno test -A tests/integration/mqtt_source_test.ts
  */
 import assert from "node:assert/strict";
+import { Buffer as NodeBuffer } from "node:buffer";
 import mqtt, { type IPublishPacket, type MqttClient, type Packet } from "mqtt";
 import {
   createMqttSource,
@@ -15,6 +16,8 @@ import {
   PINNED_MQTT_VERSION,
 } from "../../src/sources/mqtt.ts";
 import type { Source, SourceEvent } from "../../src/pipeline/types.ts";
+import { describePayloadDigest } from "../../src/codecs/dead_letter.ts";
+import { Health } from "../../src/pipeline/health.ts";
 
 const URL = Deno.env.get("EDGEINFER_MQTT_URL") ?? "mqtt://127.0.0.1:1883";
 const TIMEOUT = Symbol("timeout");
@@ -62,14 +65,15 @@ class Consumer {
     return result.done ? undefined : result.value;
   }
 
-  /** Exactly `n` events (fails if fewer arrive within `ms`). */
-  async take(n: number, ms = 5000): Promise<SourceEvent[]> {
+  /** Exactly `n` events (fails if fewer arrive within `ms`); `ack` acknowledges each chunk as it comes. */
+  async take(n: number, ms = 5000, ack = false): Promise<SourceEvent[]> {
     const out: SourceEvent[] = [];
     const deadline = Date.now() + ms;
     while (out.length < n) {
       const chunk = await this.next(Math.max(1, deadline - Date.now()));
       if (!chunk) break;
       out.push(...chunk);
+      if (ack) { for (const e of chunk) e.ack(); }
     }
     assert.equal(out.length, n, `expected ${n} events within ${ms} ms, got ${out.length}`);
     return out;
@@ -368,12 +372,17 @@ Deno.test("MQTT source rejects a shared subscription on MQTT 3.1.1", () => {
   );
 });
 
-Deno.test("MQTT source fails clearly when the broker is unreachable", async () => {
+Deno.test("MQTT source waits for an unreachable broker, reporting it, until --give-up-after", async () => {
   // A loopback port nobody listens on.
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
   listener.close();
-  const source = createMqttSource({ ...setup().options, brokerUrl: `mqtt://127.0.0.1:${port}` });
+  const lines: string[] = [];
+  const health = new Health(
+    { initialBackoffMs: 100, maxBackoffMs: 1000, giveUpAfterMs: 1500 },
+    (l) => lines.push(l),
+  );
+  const source = createMqttSource({ ...setup().options, brokerUrl: `mqtt://127.0.0.1:${port}`, health });
   const started = Date.now();
   try {
     await assert.rejects(
@@ -384,12 +393,16 @@ Deno.test("MQTT source fails clearly when the broker is unreachable", async () =
         assert.equal(err.name, "RuntimeError");
         assert.match(
           err.message,
-          new RegExp(`cannot connect to MQTT broker mqtt://127\\.0\\.0\\.1:${port}: .*ECONNREFUSED`),
+          new RegExp(
+            `MQTT source mqtt://127\\.0\\.0\\.1:${port}: gave up after .* s \\(--give-up-after\\): .*ECONNREFUSED`,
+          ),
         );
         return true;
       },
     );
-    assert.ok(Date.now() - started < 5000, "fails fast instead of retrying forever");
+    const elapsed = Date.now() - started;
+    assert.ok(elapsed >= 1500, `retried for the whole --give-up-after (${elapsed} ms)`);
+    assert.match(lines[0], /ECONNREFUSED.*; retrying/, "the outage is reported while it lasts");
   } finally {
     await source.close();
   }
@@ -422,7 +435,7 @@ Deno.test("MQTT source fails clearly when the broker refuses the credentials", a
         assert.equal(err.name, "RuntimeError");
         assert.equal(
           err.message,
-          `cannot connect to MQTT broker mqtt://127.0.0.1:${port}: Connection refused: Not authorized`,
+          `MQTT broker mqtt://127.0.0.1:${port} refused the connection: Connection refused: Not authorized`,
         );
         return true;
       },
@@ -586,9 +599,84 @@ Deno.test("MQTT source pause() stops delivery and resume() delivers what arrived
     assert.equal(await consumer.next(300), undefined, "nothing is delivered while paused");
     consumer.source.resume();
     consumer.source.resume();
-    const events = await consumer.take(300);
+    // Acked as they come: 50 held events is the source's bound (at QoS 0 too).
+    const events = await consumer.take(300, 5000, true);
     assert.deepEqual(events.map(text), Array.from({ length: 300 }, (_, i) => `p${i}`));
-    for (const e of events) e.ack(); // QoS 0: no-op
+  } finally {
+    await consumer.close();
+    await discardSession(options);
+  }
+});
+
+/** Receives chunks until `n` events arrived in all (no ack), failing after `ms`. */
+async function receiveHeld(consumer: Consumer, n: number, ms = 5000): Promise<SourceEvent[]> {
+  const out: SourceEvent[] = [];
+  const deadline = Date.now() + ms;
+  while (out.length < n && Date.now() < deadline) {
+    for (const e of await consumer.next(100) ?? []) {
+      if (e.key?.endsWith("/ready")) e.ack(); // a late copy of consumer.ready()'s probe
+      else out.push(e);
+    }
+  }
+  assert.equal(out.length, n, `expected ${n} events within ${ms} ms`);
+  return out;
+}
+
+for (const qos of [0, 1] as const) {
+  Deno.test(`MQTT source holds at most maxInFlight unacknowledged events, whatever arrives (QoS ${qos})`, async () => {
+    const { prefix, options } = setup({ maxInFlight: 100, qos });
+    const consumer = new Consumer(createMqttSource(options));
+    try {
+      await consumer.ready(prefix);
+      // 3000 messages offered at once; nothing acknowledged.
+      const published = publishAll(`${prefix}/t`, Array.from({ length: 3000 }, (_, i) => `p${i}`), qos);
+      const held = await receiveHeld(consumer, 100);
+      // The positive signal came (100 events); now nothing more may come while none is acked.
+      assert.equal(await consumer.next(700), undefined, "a 101st event arrived while 100 were held");
+      // Acking frees room: exactly that many more arrive, in order.
+      for (const e of held.slice(0, 40)) e.ack();
+      const more = await receiveHeld(consumer, 40);
+      assert.equal(await consumer.next(500), undefined, "more events than acks made room for");
+      assert.deepEqual([...held, ...more].map(text), Array.from({ length: 140 }, (_, i) => `p${i}`));
+      // Then everything flows when acked as it comes.
+      for (const e of [...held.slice(40), ...more]) e.ack();
+      const rest = await consumer.take(2860, 20_000, true);
+      assert.equal(text(rest.at(-1)!), "p2999");
+      await published;
+    } finally {
+      await consumer.close();
+      await discardSession(options);
+    }
+  });
+}
+
+Deno.test("MQTT source bounds the payload bytes it holds, and cuts an oversized payload on arrival", async () => {
+  const { prefix, options } = setup({
+    maxInFlight: 1000,
+    maxHeldBytes: 10_000,
+    maxPayloadBytes: 100_000,
+    keepOversizeBytes: 500,
+  });
+  const consumer = new Consumer(createMqttSource(options));
+  try {
+    await consumer.ready(prefix);
+    const big = new Uint8Array(3_000_000).fill(0x61);
+    big[1] = 0x62;
+    const payloads = Array.from({ length: 30 }, (_, i) => `${i}:`.padEnd(1000, "x"));
+    const pub = await publisher();
+    await pub.publishAsync(`${prefix}/t`, NodeBuffer.from(big), { qos: 1 });
+    await Promise.all(payloads.map((p) => pub.publishAsync(`${prefix}/t`, p, { qos: 1 })));
+    await pub.endAsync();
+    // The 3 MB payload is held as its first 500 bytes, with its size and digest; then 1000-byte
+    // payloads up to the 10,000-byte bound: 500 + 10 x 1000 >= 10,000 after the 10th.
+    const [first, ...held] = await receiveHeld(consumer, 11);
+    assert.equal(first.payload.length, 500);
+    assert.deepEqual(first.oversize, describePayloadDigest(big));
+    assert.equal(await consumer.next(700), undefined, "payload bytes held went past the bound");
+    first.ack();
+    for (const e of held) e.ack();
+    const rest = await consumer.take(20, 5000, true);
+    assert.deepEqual([...held, ...rest].map(text), payloads);
   } finally {
     await consumer.close();
     await discardSession(options);

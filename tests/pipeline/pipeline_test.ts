@@ -3,6 +3,7 @@ import { JsonDecoder } from "../../src/codecs/json.ts";
 import { PredictionEncoder } from "../../src/codecs/prediction.ts";
 import { Model } from "../../src/model/model.ts";
 import { Pipeline } from "../../src/pipeline/pipeline.ts";
+import { Health } from "../../src/pipeline/health.ts";
 import { Stats } from "../../src/pipeline/stats.ts";
 import type { OutRecord, Sink, Source, SourceEvent } from "../../src/pipeline/types.ts";
 import { linearModel } from "../fixtures/linear_model.ts";
@@ -176,6 +177,94 @@ Deno.test("Pipeline fails when the sink fails, without acknowledging the failed 
     new Pipeline({ ...o, source, sink, deadLetter: undefined }).run(new AbortController().signal),
     /broker unreachable/,
   );
+  assert.equal(acked.length, 0);
+  await o.model.close();
+});
+
+Deno.test("Pipeline holds the in-flight bound inside one large chunk", async () => {
+  // One chunk of 5000 events (a Kafka fetch or a socket read can be that large), a sink that holds
+  // every write: the pipeline may take at most batch-size x (max-in-flight + 1) events.
+  const { source, acked } = memorySource([Array.from({ length: 5000 }, (_, i) => row(i))]);
+  const { sink, records, pending } = memorySink(true);
+  const o = await setup(10, 3);
+  const run = new Pipeline({ ...o, source, sink, deadLetter: undefined }).run(new AbortController().signal);
+  let maxTaken = 0;
+  let maxInFlight = 0;
+  while (records.length < 5000) {
+    await new Promise((r) => setTimeout(r, 2));
+    maxTaken = Math.max(maxTaken, o.stats.events - o.stats.acked);
+    maxInFlight = Math.max(maxInFlight, o.stats.inFlight);
+    pending.shift()?.();
+  }
+  await run;
+  assert.equal(acked.length, 5000);
+  assert.ok(maxInFlight <= 3 + 1, `batches in flight peaked at ${maxInFlight}, limit 3 (+1 open batch)`);
+  assert.ok(maxTaken <= 10 * (3 + 1), `events held peaked at ${maxTaken}, bound ${10 * (3 + 1)}`);
+  await o.model.close();
+});
+
+Deno.test("Pipeline ends at once on a fatal failure while the source is idle, acking nothing", async () => {
+  const health = new Health();
+  const idle: Source = {
+    description: "idle",
+    async *events(signal: AbortSignal) {
+      // Never yields: a filter nobody publishes to. Ends only when the signal aborts.
+      await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
+      yield* [];
+    },
+    pause: () => {},
+    resume: () => {},
+    close: () => Promise.resolve(),
+  };
+  const { sink } = memorySink();
+  const o = await setup(5);
+  const run = new Pipeline({ ...o, source: idle, sink, deadLetter: undefined, health }).run(
+    new AbortController().signal,
+  );
+  setTimeout(() => health.fatal(new Error("not authorised to write to topic t")), 20);
+  await assert.rejects(run, /not authorised/);
+  await o.model.close();
+});
+
+Deno.test("Pipeline dead-letters a prediction the sink refuses for good, and goes on", async () => {
+  const { source, acked } = memorySource([Array.from({ length: 6 }, (_, i) => row(i))]);
+  const dlq = memorySink();
+  const kept: OutRecord[] = [];
+  const picky: Sink = {
+    description: "picky",
+    send(batch) {
+      // Refuses the record of event 3 (say, over the topic's size limit), takes the rest.
+      const refused = batch.flatMap((r, index) =>
+        JSON.parse(r.value).id === 3 ? [{ index, reason: "MESSAGE_TOO_LARGE" }] : []
+      );
+      kept.push(...batch.filter((r) => JSON.parse(r.value).id !== 3));
+      return Promise.resolve(refused);
+    },
+    close: () => Promise.resolve(),
+  };
+  const o = await setup(10);
+  await new Pipeline({ ...o, source, sink: picky, deadLetter: dlq.sink }).run(new AbortController().signal);
+  assert.deepEqual(kept.map((r) => JSON.parse(r.value).id), [0, 1, 2, 4, 5]);
+  assert.equal(dlq.records.length, 1);
+  const dead = JSON.parse(dlq.records[0].value);
+  assert.match(dead.error, /the sink refused the prediction: MESSAGE_TOO_LARGE/);
+  assert.equal(dead.payload, row(3));
+  assert.equal(acked.length, 6, "all acked: the refused one is durable as a dead letter");
+  assert.equal(o.stats.predictions, 5);
+  await o.model.close();
+});
+
+Deno.test("Pipeline gives up waiting for in-flight batches when abandoned, acking none of them", async () => {
+  const { source, acked } = memorySource([Array.from({ length: 20 }, (_, i) => row(i))]);
+  const { sink, pending } = memorySink(true); // an outage: nothing becomes durable
+  const o = await setup(10);
+  const stop = new AbortController();
+  const abandon = new AbortController();
+  const run = new Pipeline({ ...o, source, sink, deadLetter: undefined }).run(stop.signal, abandon.signal);
+  while (pending.length < 2) await new Promise((r) => setTimeout(r, 1));
+  stop.abort();
+  setTimeout(() => abandon.abort(), 20);
+  await run;
   assert.equal(acked.length, 0);
   await o.model.close();
 });
