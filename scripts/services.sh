@@ -13,10 +13,15 @@
 #           `down`) is kept: Kafka topics/offsets and Mosquitto's persistent sessions survive a restart.
 #   down    stop both and delete their data (logs are kept until the next `up`).
 #   status  print whether each runs, its pid, address and log; exit 0 if both run, 3 otherwise.
+#   kafka-up | kafka-stop | kafka-down
+#           Kafka alone: start (and wait); stop and keep its data (an outage: topics, offsets and the
+#           idempotent producers' state survive the next kafka-up); stop and delete its data. The outage
+#           tests run a second, private Kafka this way (own EDGEINFER_STATE and ports).
 #
 # Environment: EDGEINFER_STATE, EDGEINFER_CACHE, EDGEINFER_MQTT_PORT, EDGEINFER_KAFKA_PORT,
 # EDGEINFER_KAFKA_CONTROLLER_PORT, EDGEINFER_KAFKA_VERSION (default: kafka.version in scripts/kafka/pom.xml),
-# EDGEINFER_KAFKA_HEAP (default "-Xms256m -Xmx768m"), EDGEINFER_SERVICES_TIMEOUT (seconds per broker, default 120).
+# EDGEINFER_KAFKA_HEAP (default "-Xms256m -Xmx768m"), EDGEINFER_SERVICES_TIMEOUT (seconds per broker, default 120),
+# EDGEINFER_KAFKA_AUTO_CREATE (auto.create.topics.enable, default true).
 #
 # Only loopback addresses are ever used.
 set -euo pipefail
@@ -32,6 +37,7 @@ TIMEOUT=${EDGEINFER_SERVICES_TIMEOUT:-120}
 POM="$ROOT/scripts/kafka/pom.xml"
 KAFKA_VERSION=${EDGEINFER_KAFKA_VERSION:-$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$POM" | head -n 1)}
 KAFKA_HEAP=${EDGEINFER_KAFKA_HEAP:--Xms256m -Xmx768m}
+KAFKA_AUTO_CREATE=${EDGEINFER_KAFKA_AUTO_CREATE:-true}
 KAFKA_LIBS="$CACHE/kafka-$KAFKA_VERSION/libs"
 
 MQ_DIR="$STATE/mosquitto"
@@ -278,7 +284,7 @@ offsets.topic.num.partitions=1
 transaction.state.log.num.partitions=1
 
 # Topics appear on first use, with one partition unless created otherwise.
-auto.create.topics.enable=true
+auto.create.topics.enable=$KAFKA_AUTO_CREATE
 num.partitions=1
 default.replication.factor=1
 
@@ -369,7 +375,8 @@ start_kafka() {
 wait_kafka() {
   local t0=$1 deadline=$((SECONDS + TIMEOUT)) out
   while ((SECONDS < deadline)); do
-    kf_pid >/dev/null || show_log_and_die "kafka exited during startup" "$KF_LOG" "$KF_OUT"
+    # The pid, not kf_pid: right after the fork its command line may not show java's yet.
+    kill -0 "$(<"$KF_PID")" 2>/dev/null || show_log_and_die "kafka exited during startup" "$KF_LOG" "$KF_OUT"
     # Port open is not enough: ask the broker for its API versions (a real request/response).
     if port_open "$KAFKA_PORT" && grep -q 'Kafka Server started' "$KF_LOG" 2>/dev/null; then
       if out=$(kafka_tool org.apache.kafka.tools.BrokerApiVersionsCommand --bootstrap-server "$HOST:$KAFKA_PORT" 2>&1) &&
@@ -461,6 +468,18 @@ main() {
   flock -w 600 9 || die "another services.sh has held $STATE/services.lock for 10 minutes"
   case $1 in
   up) cmd_up ;;
+  kafka-up)
+    t0=$(now_ms)
+    start_kafka
+    wait_kafka "$t0"
+    ;;
+  kafka-stop)
+    if pid=$(kf_pid); then stop_one kafka "$pid"; else say "kafka was not running"; fi
+    ;;
+  kafka-down)
+    if pid=$(kf_pid); then stop_one kafka "$pid"; else say "kafka was not running"; fi
+    rm -rf "$KF_DIR/data" "$KF_PID"
+    ;;
   down) cmd_down ;;
   status) cmd_status ;;
   -h | --help | help) usage 0 ;;

@@ -80,17 +80,21 @@ export interface RunningCli {
   waitForStderr(pattern: RegExp, timeoutMs?: number): Promise<void>;
   /** Waits for exit; returns the exit code. */
   exit(): Promise<number>;
+  /** The exit code once the process has exited, undefined while it runs. */
+  readonly exited: number | undefined;
 }
 
-export function spawnCli(args: string[]): RunningCli {
+export function spawnCli(args: string[], env: Record<string, string> = {}): RunningCli {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", ...PERMISSIONS, "main.ts", ...args],
     cwd: ROOT,
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
-    env: { NO_COLOR: "1" },
+    env: { NO_COLOR: "1", ...env },
   }).spawn();
+  let exited: number | undefined;
+  child.status.then((s) => exited = s.code);
   let out = "";
   let err = "";
   const decoder = () => new TextDecoder();
@@ -101,12 +105,15 @@ export function spawnCli(args: string[]): RunningCli {
   const drained = Promise.all([drain(child.stdout, (s) => out += s), drain(child.stderr, (s) => err += s)]);
   return {
     child,
+    get exited() {
+      return exited;
+    },
     stdout: () => out,
     stderr: () => err,
     async waitForStderr(pattern, timeoutMs = 30_000) {
       const deadline = Date.now() + timeoutMs;
       while (!pattern.test(err)) {
-        if (Date.now() > deadline) {
+        if (Date.now() > deadline || exited !== undefined) {
           throw new Error(`timed out waiting for ${pattern}; stderr so far:\n${err}`);
         }
         await new Promise((r) => setTimeout(r, 50));

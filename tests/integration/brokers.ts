@@ -21,8 +21,12 @@ export function uniqueName(prefix: string): string {
   return `${prefix}-${crypto.randomUUID().slice(0, 8)}`;
 }
 
-export async function createTopic(topic: string, numPartitions: number): Promise<void> {
-  const admin = kafka.admin();
+export async function createTopic(
+  topic: string,
+  numPartitions: number,
+  client: Kafka = kafka,
+): Promise<void> {
+  const admin = client.admin();
   await admin.connect();
   try {
     await admin.createTopics({
@@ -37,8 +41,9 @@ export async function createTopic(topic: string, numPartitions: number): Promise
 export async function produce(
   topic: string,
   messages: { key?: string; value: string; partition?: number }[],
+  client: Kafka = kafka,
 ): Promise<void> {
-  const producer = kafka.producer({ allowAutoTopicCreation: true });
+  const producer = client.producer({ allowAutoTopicCreation: true });
   await producer.connect();
   try {
     await producer.send({ topic, messages, acks: -1 });
@@ -56,8 +61,13 @@ export interface ConsumedRecord {
 }
 
 /** Reads `topic` from the beginning until `count` records arrived or `timeoutMs` passed. */
-export async function consume(topic: string, count: number, timeoutMs = 30_000): Promise<ConsumedRecord[]> {
-  const consumer = kafka.consumer({ groupId: uniqueName("reader") });
+export async function consume(
+  topic: string,
+  count: number,
+  timeoutMs = 30_000,
+  client: Kafka = kafka,
+): Promise<ConsumedRecord[]> {
+  const consumer = client.consumer({ groupId: uniqueName("reader") });
   const records: ConsumedRecord[] = [];
   await consumer.connect();
   try {
@@ -89,8 +99,12 @@ export async function consume(topic: string, count: number, timeoutMs = 30_000):
 }
 
 /** Committed offsets of a consumer group on a topic, by partition (-1 = none). */
-export async function committedOffsets(groupId: string, topic: string): Promise<Map<number, number>> {
-  const admin = kafka.admin();
+export async function committedOffsets(
+  groupId: string,
+  topic: string,
+  client: Kafka = kafka,
+): Promise<Map<number, number>> {
+  const admin = client.admin();
   await admin.connect();
   try {
     const [result] = await admin.fetchOffsets({ groupId, topics: [topic] });
@@ -101,8 +115,8 @@ export async function committedOffsets(groupId: string, topic: string): Promise<
 }
 
 /** The end (high watermark) of each partition of a topic. */
-export async function topicEnds(topic: string): Promise<Map<number, number>> {
-  const admin = kafka.admin();
+export async function topicEnds(topic: string, client: Kafka = kafka): Promise<Map<number, number>> {
+  const admin = client.admin();
   await admin.connect();
   try {
     const offsets = await admin.fetchTopicOffsets(topic);
@@ -132,4 +146,27 @@ export async function publishMqtt(topic: string, payloads: string[], qos: 0 | 1 
   const client = await mqtt.connectAsync(MQTT_URL, { reconnectPeriod: 0 });
   await Promise.all(payloads.map((p) => client.publishAsync(topic, p, { qos })));
   await client.endAsync();
+}
+
+/**
+ * Messages still queued for a persistent MQTT session (never PUBACKed), counted for `waitMs`. The
+ * listener is attached before connecting: the broker resends them right behind its CONNACK.
+ */
+export async function queuedForSession(clientId: string, waitMs = 1000): Promise<number> {
+  const client = mqtt.connect(MQTT_URL, {
+    clientId,
+    clean: false,
+    protocolVersion: 5,
+    properties: { sessionExpiryInterval: 0 },
+    reconnectPeriod: 0,
+  });
+  let count = 0;
+  client.on("message", () => count++);
+  await new Promise<void>((resolve, reject) => {
+    client.once("connect", () => resolve());
+    client.once("error", reject);
+  });
+  await new Promise((r) => setTimeout(r, waitMs));
+  await client.endAsync();
+  return count;
 }

@@ -2,7 +2,6 @@
  * edgeinfer run as a process against the real Mosquitto and Kafka (scripts/services.sh up).
  */
 import assert from "node:assert/strict";
-import mqtt from "mqtt";
 import { linearModelFile } from "../fixtures/linear_model.ts";
 import { assertSeedScore, type ExpectedScore, sharedFile, spawnCli } from "../cli/run_cli.ts";
 import {
@@ -11,10 +10,10 @@ import {
   createTopic,
   KAFKA_BROKERS,
   MQTT_HOSTPORT,
-  MQTT_URL,
   prepareMqttSession,
   produce,
   publishMqtt,
+  queuedForSession,
   topicEnds,
   uniqueName,
 } from "./brokers.ts";
@@ -40,22 +39,6 @@ function assertSeedRecords(values: string[], expected: Map<string, number>) {
     assertSeedScore(record.score, expected.get(record.id)!, `event ${record.id}`);
   }
   assert.equal(ids.size, 23, "one prediction per event");
-}
-
-/** Messages still queued for a persistent MQTT session (i.e. never PUBACKed), within `waitMs`. */
-async function queuedForSession(clientId: string, waitMs = 1000): Promise<number> {
-  const client = await mqtt.connectAsync(MQTT_URL, {
-    clientId,
-    clean: false,
-    protocolVersion: 5,
-    properties: { sessionExpiryInterval: 0 },
-    reconnectPeriod: 0,
-  });
-  let count = 0;
-  client.on("message", () => count++);
-  await new Promise((r) => setTimeout(r, waitMs));
-  await client.endAsync();
-  return count;
 }
 
 Deno.test({

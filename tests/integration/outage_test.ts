@@ -1,0 +1,256 @@
+/**
+ * Outages on a real broker: a private Kafka (its own state dir and ports, auto.create.topics.enable=false)
+ * that these tests stop and start with scripts/services.sh kafka-stop / kafka-up, so the shared brokers
+ * the other tests use are never touched. edgeinfer runs as a process, as an operator runs it.
+ */
+import assert from "node:assert/strict";
+import { Kafka, logLevel } from "kafkajs";
+import { linearModelFile } from "../fixtures/linear_model.ts";
+import { type RunningCli, spawnCli } from "../cli/run_cli.ts";
+import {
+  committedOffsets,
+  consume,
+  createTopic,
+  MQTT_HOSTPORT,
+  prepareMqttSession,
+  produce,
+  publishMqtt,
+  queuedForSession,
+  topicEnds,
+  uniqueName,
+} from "./brokers.ts";
+
+const PORT = Number(Deno.env.get("EDGEINFER_OUTAGE_KAFKA_PORT") ?? 19092);
+const BROKER = `127.0.0.1:${PORT}`;
+/** Longer than the 30 s after which edgeinfer used to give up. */
+const OUTAGE_MS = 35_000;
+const ROOT = new URL("../../", import.meta.url).pathname;
+
+const privateKafka = new Kafka({
+  clientId: "edgeinfer-tests",
+  brokers: [BROKER],
+  logLevel: logLevel.NOTHING,
+});
+
+/** scripts/services.sh kafka-up | kafka-stop | kafka-down on the private Kafka. */
+async function services(command: "kafka-up" | "kafka-stop" | "kafka-down"): Promise<void> {
+  const out = await new Deno.Command("bash", {
+    args: ["scripts/services.sh", command],
+    cwd: ROOT,
+    env: {
+      EDGEINFER_STATE: Deno.env.get("EDGEINFER_OUTAGE_STATE") ?? "/tmp/edgeinfer-outage-kafka",
+      EDGEINFER_KAFKA_PORT: String(PORT),
+      EDGEINFER_KAFKA_CONTROLLER_PORT: String(PORT + 1),
+      EDGEINFER_KAFKA_AUTO_CREATE: "false",
+      EDGEINFER_KAFKA_HEAP: "-Xms128m -Xmx512m",
+    },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!out.success) {
+    throw new Error(`services.sh ${command} failed:\n${new TextDecoder().decode(out.stderr)}`);
+  }
+}
+
+/** Distinct `id`s of the predictions in `topic` on the private Kafka, polled until `count` or `ms`. */
+async function predictedIds(topic: string, count: number, ms: number): Promise<Set<number>> {
+  const deadline = Date.now() + ms;
+  let ids = new Set<number>();
+  while (ids.size < count && Date.now() < deadline) {
+    const records = await consume(topic, count * 2, 3000, privateKafka);
+    ids = new Set(records.map((r) => JSON.parse(r.value).id));
+  }
+  return ids;
+}
+
+const json = (id: number) => JSON.stringify({ id, a: id % 100 });
+const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function assertRunning(run: RunningCli, name: string) {
+  assert.equal(run.exited, undefined, `${name} exited (${run.exited}) during the outage:\n${run.stderr()}`);
+}
+
+Deno.test({
+  name: "Kafka down at start, then down 35 s mid-stream: MQTT → Kafka and Kafka → Kafka runs wait, " +
+    "then deliver every event, none lost, in the same process",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await services("kafka-down").catch(() => {});
+    await services("kafka-up");
+    const out = uniqueName("outage-out");
+    const input = uniqueName("outage-in");
+    const kout = uniqueName("outage-kout");
+    const group = uniqueName("edgeinfer");
+    await createTopic(out, 1, privateKafka);
+    await createTopic(input, 2, privateKafka);
+    await createTopic(kout, 1, privateKafka);
+    await services("kafka-stop");
+
+    const model = await linearModelFile({ features: ["a"], weights: [1], bias: 0 });
+    const base = uniqueName("outage");
+    const clientId = uniqueName("edgeinfer-test");
+    await prepareMqttSession(clientId, `${base}/+`);
+    const common = ["--model", model, "--status-every", "1", "--retry-max-backoff", "2s"];
+    const mqttRun = spawnCli([
+      "run",
+      ...common,
+      "--source",
+      `mqtt://${MQTT_HOSTPORT}/${base}/+?client-id=${clientId}`,
+      "--sink",
+      `kafka://${BROKER}/${out}`,
+    ]);
+    const kafkaRun = spawnCli([
+      "run",
+      ...common,
+      "--source",
+      `kafka://${BROKER}/${input}?group=${group}`,
+      "--sink",
+      `kafka://${BROKER}/${kout}`,
+    ]);
+    try {
+      // 1. Started while Kafka is down: both wait and say so; events published meanwhile are held.
+      await publishMqtt(`${base}/car`, range(0, 1000).map(json));
+      await mqttRun.waitForStderr(/status: 0 events acked.*waiting for Kafka sink 127\.0\.0\.1:\d+ since/);
+      await kafkaRun.waitForStderr(/waiting for Kafka source 127\.0\.0\.1:\d+ since/);
+      assertRunning(mqttRun, "MQTT → Kafka");
+      assertRunning(kafkaRun, "Kafka → Kafka");
+      await services("kafka-up");
+      const upAt = Date.now();
+      await produce(input, range(0, 5000).map((i) => ({ key: `k${i % 7}`, value: json(i) })), privateKafka);
+      assert.equal(
+        (await predictedIds(out, 1000, 60_000)).size,
+        1000,
+        "MQTT events held while Kafka was down",
+      );
+      assert.equal((await predictedIds(kout, 5000, 60_000)).size, 5000);
+      console.log(`started with Kafka down: all delivered ${Date.now() - upAt} ms after Kafka was up`);
+
+      // 2. Mid-stream: MQTT events keep arriving (200/s) while Kafka is down for 35 s.
+      const publishing = (async () => {
+        for (let i = 1000; i < 5000; i += 20) {
+          await publishMqtt(`${base}/car`, range(i, i + 20).map(json));
+          await sleep(100);
+        }
+      })();
+      await sleep(2000);
+      await services("kafka-stop");
+      const downAt = Date.now();
+      // The fault really stopped the traffic before recovery is checked.
+      await mqttRun.waitForStderr(/Kafka sink 127\.0\.0\.1:\d+: .*retrying until it recovers/, 20_000);
+      await kafkaRun.waitForStderr(/Kafka source 127\.0\.0\.1:\d+: .*retrying until it recovers/, 20_000);
+      await sleep(Math.max(0, OUTAGE_MS - (Date.now() - downAt)));
+      assertRunning(mqttRun, "MQTT → Kafka");
+      assertRunning(kafkaRun, "Kafka → Kafka");
+      await services("kafka-up");
+      const backAt = Date.now();
+      await publishing;
+      await produce(
+        input,
+        range(5000, 10_000).map((i) => ({ key: `k${i % 7}`, value: json(i) })),
+        privateKafka,
+      );
+      const mqttIds = await predictedIds(out, 5000, 90_000);
+      console.log(
+        `after a ${Math.round((backAt - downAt) / 1000)} s outage: MQTT → Kafka caught up ` +
+          `${Date.now() - backAt} ms after Kafka was up`,
+      );
+      const kafkaIds = await predictedIds(kout, 10_000, 90_000);
+      assert.equal(mqttIds.size, 5000, "every MQTT event predicted (some twice: at-least-once)");
+      assert.equal(kafkaIds.size, 10_000, "every Kafka event predicted");
+      assertRunning(mqttRun, "MQTT → Kafka");
+      assertRunning(kafkaRun, "Kafka → Kafka");
+      assert.match(mqttRun.stderr(), /Kafka sink 127\.0\.0\.1:\d+: recovered after/);
+
+      // The Kafka run commits to the end; both stop cleanly; nothing is left un-PUBACKed.
+      const ends = await topicEnds(input, privateKafka);
+      const deadline = Date.now() + 30_000;
+      let committed = await committedOffsets(group, input, privateKafka);
+      while ([...ends].some(([p, o]) => committed.get(p) !== o) && Date.now() < deadline) {
+        await sleep(250);
+        committed = await committedOffsets(group, input, privateKafka);
+      }
+      assert.deepEqual(committed, ends, "offsets committed up to the end");
+    } finally {
+      mqttRun.child.kill("SIGTERM");
+      kafkaRun.child.kill("SIGTERM");
+      const [a, b] = [await mqttRun.exit(), await kafkaRun.exit()];
+      assert.equal(a, 0, mqttRun.stderr());
+      assert.equal(b, 0, kafkaRun.stderr());
+    }
+    assert.equal(await queuedForSession(clientId), 0, "every MQTT event PUBACKed in the end");
+  },
+});
+
+Deno.test({
+  name: "A sink topic that does not exist (auto-creation off) ends the run at once with one line, " +
+    "even with an idle source",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const model = await linearModelFile({ features: ["a"], weights: [1], bias: 0 });
+    const missing = uniqueName("no-such-topic");
+    const started = Date.now();
+    const run = spawnCli([
+      "run",
+      "--model",
+      model,
+      // A filter nobody publishes to: no event will ever arrive.
+      "--source",
+      `mqtt://${MQTT_HOSTPORT}/${uniqueName("idle")}/+?client-id=${uniqueName("edgeinfer-test")}`,
+      "--sink",
+      `kafka://${BROKER}/${missing}`,
+    ]);
+    assert.equal(await run.exit(), 1, run.stderr());
+    const elapsed = Date.now() - started;
+    assert.ok(elapsed < 20_000, `exited after ${elapsed} ms`);
+    const errors = run.stderr().split("\n").filter((l) => l.startsWith("edgeinfer: error:"));
+    assert.equal(errors.length, 1, run.stderr());
+    assert.match(
+      errors[0],
+      new RegExp(
+        `topic "${missing}" does not exist .*auto\\.create\\.topics\\.enable=false\\): create it first`,
+      ),
+    );
+    assert.doesNotMatch(run.stderr(), /^\s+at /m, "no stack trace");
+  },
+});
+
+Deno.test({
+  name: "SIGTERM during a Kafka outage exits within --shutdown-timeout, acknowledging nothing",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await services("kafka-down"); // also the last test of the file: leave no private Kafka behind
+    const model = await linearModelFile({ features: ["a"], weights: [1], bias: 0 });
+    const base = uniqueName("sigterm-outage");
+    const clientId = uniqueName("edgeinfer-test");
+    await prepareMqttSession(clientId, `${base}/+`);
+    await publishMqtt(`${base}/car`, range(0, 50).map(json));
+    const run = spawnCli([
+      "run",
+      "--model",
+      model,
+      "--source",
+      `mqtt://${MQTT_HOSTPORT}/${base}/+?client-id=${clientId}`,
+      "--sink",
+      `kafka://${BROKER}/${uniqueName("never")}`,
+      "--status-every",
+      "0.5",
+      "--shutdown-timeout",
+      "2s",
+    ]);
+    await run.waitForStderr(/status: 0 events acked.*waiting for Kafka sink/);
+    const t0 = Date.now();
+    run.child.kill("SIGTERM");
+    assert.equal(await run.exit(), 0, run.stderr());
+    const elapsed = Date.now() - t0;
+    assert.ok(elapsed < 2000 + 6000, `exited ${elapsed} ms after SIGTERM`);
+    assert.match(
+      run.stderr(),
+      /did not finish within --shutdown-timeout 2 s .*: 50 events left unacknowledged/,
+    );
+    assert.equal(await queuedForSession(clientId), 50, "none of the 50 events was PUBACKed");
+  },
+});
