@@ -272,11 +272,20 @@ export function createMqttSource(options: MqttSourceOptions): Source {
     };
     let everConnected = false;
     let offline = false;
+    let lastAlive = 0;
 
     // 'packetreceive' (public) fires for every packet before mqtt.js handles it — for QoS 2 at
     // PUBLISH time, whereas 'message' would only fire after PUBREL, i.e. after PUBREC was sent.
     c.on("packetreceive", (packet: Packet) => {
       if (packet.cmd !== "publish" || closed) return;
+      // A PUBLISH proves the link alive. mqtt.js counts only acks and PINGRESP: when the broker has
+      // a backlog for us, its PINGRESP queues behind those messages, and under sustained overload
+      // mqtt.js timed out a healthy connection every ~90 s (measured). At most once a second.
+      const now = Date.now();
+      if (now - lastAlive >= 1000) {
+        lastAlive = now;
+        c.reschedulePing();
+      }
       const p = packet as IPublishPacket;
       const topic = p.topic;
       let payload = p.payload as Uint8Array; // a Buffer, i.e. a Uint8Array; not copied
@@ -291,7 +300,7 @@ export function createMqttSource(options: MqttSourceOptions): Source {
       const event = new MqttEvent(
         payload,
         topic,
-        Date.now(),
+        now,
         release,
         p.qos === 0 ? null : writeAck,
         p.qos === 2 ? "pubrec" : "puback",
