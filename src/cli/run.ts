@@ -33,10 +33,12 @@ Model and input
                           model's only output)
 
 Where events come from and go
-  --source URL            mqtt://[user:pass@]host:port/<filter>[?qos=1&client-id=ID&share=GROUP&version=5]
+  --source URL            mqtt://[user@]host:port/<filter>[?qos=1&client-id=ID&share=GROUP&version=5]
+                            login: username=, password-file=PATH or EDGEINFER_MQTT_PASSWORD (never argv)
                           kafka://host:port[,host:port]/<topic>[?group=edgeinfer&from=earliest]
                           file:<path> (one event per line) or - (stdin); these end the run at EOF
-  --sink URL              kafka://host:port/<topic>, file:<path> or - (stdout, the default)
+  --sink URL              kafka://host:port/<topic>[?max-record-bytes=1000000], file:<path> (fsynced
+                          per batch) or - (stdout, the default)
   --dlq URL               dead-letter sink for events that cannot be scored (same forms as --sink);
                           without it they are counted and each kind of error is logged once
 

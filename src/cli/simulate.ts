@@ -67,7 +67,8 @@ Timestamps (ts, in ms)
 Output
   --target URL            - (stdout, the default), file:<path> (truncated),
                           mqtt://host:port/<topic template>[?qos=1&client-id=ID&max-in-flight=2000]
-                            ({car} in the template becomes the car id; qos 0, 1 or 2, default 1),
+                            ({car} in the template becomes the car id; qos 0, 1 or 2, default 1;
+                            username=, password-file=, or EDGEINFER_MQTT_PASSWORD for a login),
                           kafka://host:port[,host:port]/<topic> (message key = car id)
   --quiet                 no progress line (every 5 s) or summary on stderr
 

@@ -10,7 +10,7 @@
  * take more, and delivers everything before `close` resolves.
  */
 import mqtt from "mqtt";
-import { parseEndpoint } from "../config/endpoint.ts";
+import { mqttCredentials, parseEndpoint } from "../config/endpoint.ts";
 import { oneOf, readQuery } from "../config/query.ts";
 import { RuntimeError, UsageError } from "../errors.ts";
 import type { OutRecord, Sink } from "../pipeline/types.ts";
@@ -49,15 +49,23 @@ export async function openTarget(url: string): Promise<SimTarget> {
       return new StreamTarget(`file:${endpoint.path}`, file, file);
     }
     case "mqtt": {
-      const q = readQuery(FLAG, endpoint.params, ["qos", "client-id", "max-in-flight"]);
+      const q = readQuery(FLAG, endpoint.params, [
+        "qos",
+        "client-id",
+        "max-in-flight",
+        "username",
+        "password-file",
+      ]);
       const qos = Number(oneOf(FLAG, "qos", q.get("qos"), ["0", "1", "2"], "1")) as 0 | 1 | 2;
       const maxInFlight = positiveInt("max-in-flight", q.get("max-in-flight"), 2000);
+      // The same password sources as `run`: password-file=, the URL, EDGEINFER_MQTT_PASSWORD.
+      const { username, password } = mqttCredentials(FLAG, endpoint, q);
       return await MqttTarget.connect(endpoint.brokerUrl, endpoint.topic, {
         qos,
         maxInFlight,
         clientId: q.get("client-id"),
-        username: endpoint.username,
-        password: endpoint.password,
+        username,
+        password,
       });
     }
     case "kafka": {

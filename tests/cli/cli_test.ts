@@ -234,6 +234,16 @@ Deno.test("edgeinfer never prints an MQTT password from a URL, and names an unre
     ]),
     /--source password-file=\/nonexistent\/mqtt.pw cannot be read/,
   );
+  assertUsageError(
+    await runCli([
+      "simulate",
+      "--count",
+      "1",
+      "--target",
+      "mqtt://u@127.0.0.1:1883/t?password-file=/nonexistent/pw",
+    ]),
+    /--target password-file=\/nonexistent\/pw cannot be read/,
+  );
   // The environment variable reaches the source's credentials (here: refused without a user name at MQTT 3.1.1).
   assertUsageError(
     await runCli(["run", "--model", model, "--source", "mqtt://127.0.0.1:1883/t?version=4"], {
