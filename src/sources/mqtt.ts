@@ -70,6 +70,8 @@ export interface MqttSourceOptions {
   keepOversizeBytes?: number;
   /** Where connection losses and fatal failures are reported. */
   health?: Health;
+  /** MQTT keepalive in seconds (default 60): a silent link is declared dead after 1.5 x this. */
+  keepaliveSeconds?: number;
 }
 
 /** The mqtt.js version whose internals `holdBackAcks` was written against and tested with. */
@@ -256,6 +258,7 @@ export function createMqttSource(options: MqttSourceOptions): Source {
       clean: false,
       reconnectPeriod: 1000,
       connectTimeout: 10_000,
+      keepalive: options.keepaliveSeconds ?? 60,
       resubscribe: true, // mqtt.js re-subscribes on reconnect when the broker reports no session
       properties: protocolVersion === 5
         ? { sessionExpiryInterval: SESSION_EXPIRY_S, receiveMaximum: maxInFlight }

@@ -682,3 +682,31 @@ Deno.test("MQTT source bounds the payload bytes it holds, and cuts an oversized 
     await discardSession(options);
   }
 });
+
+Deno.test("MQTT source keeps a busy connection whose broker has a backlog (no keepalive timeout)", async () => {
+  // Keepalive 2 s: mqtt.js declares the link dead 3 s after its last sign of life. The broker holds a
+  // backlog for us the whole time (we ack slowly), so its PINGRESP queues behind our messages; the
+  // messages themselves must count as signs of life.
+  const { prefix, options } = setup({ maxInFlight: 20, keepaliveSeconds: 2, protocolVersion: 5 });
+  const lines: string[] = [];
+  const consumer = new Consumer(
+    createMqttSource({ ...options, health: new Health(undefined, (l) => lines.push(l)) }),
+  );
+  try {
+    await consumer.ready(prefix);
+    await publishAll(`${prefix}/t`, Array.from({ length: 20_000 }, (_, i) => `p${i}`), 1);
+    const until = Date.now() + 8000;
+    let taken = 0;
+    while (Date.now() < until) {
+      const chunk = await consumer.next(200) ?? [];
+      taken += chunk.length;
+      await new Promise((r) => setTimeout(r, 20)); // slow: the broker keeps a backlog
+      for (const e of chunk) e.ack();
+    }
+    assert.ok(taken > 100 && taken < 20_000, `a backlog remained throughout (${taken} taken)`);
+    assert.deepEqual(lines, [], "no connection loss in 8 s of a busy link");
+  } finally {
+    await consumer.close();
+    await discardSession(options);
+  }
+});
