@@ -7,6 +7,7 @@ import { Kafka, type logCreator, type LogEntry, logLevel } from "kafkajs";
 // kafkajs internals, for patchKafkajsIdlePolling() only (the module instance kafkajs itself uses).
 import RequestQueue from "kafkajs/src/network/requestQueue/index.js";
 import { logLine } from "./log.ts";
+import type { Backoff, Health } from "./pipeline/health.ts";
 
 /** kafkajs warnings that do not apply to how edgeinfer uses it (see the why beside each). */
 const IGNORED = [
@@ -134,4 +135,42 @@ export function describeKafkaError(e: unknown, brokers: string[], topic: string)
     return `cannot reach ${where}: ${message}`;
   }
   return `${where}, topic "${topic}": ${message}`;
+}
+
+/** The Kafka error code name of a kafkajs failure (e.g. "MESSAGE_TOO_LARGE"), if it has one. */
+export function kafkaErrorType(e: unknown): string | undefined {
+  return (rootCause(e) as { type?: string } | undefined)?.type;
+}
+
+export interface KafkaRetry {
+  /** Who waits, for the status line: e.g. "Kafka sink 127.0.0.1:9092". */
+  part: string;
+  health: Health;
+  backoff: Backoff;
+  brokers: string[];
+  topic: string;
+  /** True once retrying must end (closing, or the part failed for good): the last failure is thrown. */
+  stopped: () => boolean;
+  unknownTopicIsFatal?: boolean;
+}
+
+/**
+ * Runs `attempt` until it succeeds. A retriable failure is reported to `health` (the part waits) and
+ * tried again after the backoff, for ever or until --give-up-after makes it fatal; any other failure
+ * is thrown at once.
+ */
+export async function retryKafka<T>(attempt: () => Promise<T>, r: KafkaRetry): Promise<T> {
+  for (;;) {
+    try {
+      const result = await attempt();
+      r.backoff.reset();
+      r.health.recovered(r.part);
+      return result;
+    } catch (e) {
+      if (r.stopped() || !isRetriableKafkaError(e, { unknownTopicIsFatal: r.unknownTopicIsFatal })) throw e;
+      r.health.waiting(r.part, describeKafkaError(e, r.brokers, r.topic));
+      await new Promise((resolve) => setTimeout(resolve, r.backoff.next()));
+      if (r.stopped() || r.health.fatalError !== undefined) throw e;
+    }
+  }
 }

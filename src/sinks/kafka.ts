@@ -19,9 +19,9 @@
  * - anything else (not authorised, topic missing while the broker does not create topics): fatal,
  *   reported to `health` at once — at start too, before any event flows — and send() rejects.
  */
-import { type Message, Partitioners } from "kafkajs";
+import { ConfigResourceTypes, type Message, Partitioners } from "kafkajs";
 import { RuntimeError } from "../errors.ts";
-import { createKafka, describeKafkaError, isRetriableKafkaError } from "../kafka_client.ts";
+import { createKafka, describeKafkaError, kafkaErrorType, retryKafka } from "../kafka_client.ts";
 import { logLine } from "../log.ts";
 import { Backoff, Health } from "../pipeline/health.ts";
 import type { OutRecord, Refusal, Sink } from "../pipeline/types.ts";
@@ -73,14 +73,6 @@ function approxSize(r: OutRecord): number {
   return n;
 }
 
-function errorType(e: unknown): string | undefined {
-  let err = e;
-  while (err instanceof Error && err.cause instanceof Error) err = err.cause;
-  return (err as { type?: string } | undefined)?.type;
-}
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
 export function createKafkaSink(options: KafkaSinkOptions): Sink {
   const { brokers, topic } = options;
   const maxRecordBytes = options.maxRecordBytes ?? DEFAULT_MAX_RECORD_BYTES;
@@ -111,22 +103,15 @@ export function createKafkaSink(options: KafkaSinkOptions): Sink {
   let draining: Promise<void> | undefined; // drain() while it runs
   let closed = false;
 
-  /** Runs `attempt` until it succeeds, retrying retriable failures; throws a fatal one. */
-  async function withRetry<T>(attempt: () => Promise<T>): Promise<T> {
-    for (;;) {
-      try {
-        const result = await attempt();
-        backoff.reset();
-        health.recovered(part);
-        return result;
-      } catch (e) {
-        if (closed || failure !== undefined || !isRetriableKafkaError(e)) throw e;
-        health.waiting(part, describeKafkaError(e, brokers, topic));
-        await sleep(backoff.next());
-        if (closed || health.fatalError !== undefined) throw e;
-      }
-    }
-  }
+  const withRetry = <T>(attempt: () => Promise<T>) =>
+    retryKafka(attempt, {
+      part,
+      health,
+      backoff,
+      brokers,
+      topic,
+      stopped: () => closed || failure !== undefined,
+    });
 
   /**
    * At start, before any event flows: the topic must exist or be creatable, and be ours to write.
@@ -141,7 +126,7 @@ export function createKafkaSink(options: KafkaSinkOptions): Sink {
           await admin.fetchTopicMetadata({ topics: [topic] });
           return true;
         } catch (e) {
-          if (errorType(e) === "UNKNOWN_TOPIC_OR_PARTITION") return false;
+          if (kafkaErrorType(e) === "UNKNOWN_TOPIC_OR_PARTITION") return false;
           throw e;
         }
       });
@@ -150,7 +135,7 @@ export function createKafkaSink(options: KafkaSinkOptions): Sink {
       const configs = await withRetry(() =>
         admin.describeConfigs({
           resources: [{
-            type: 4, /* BROKER */
+            type: ConfigResourceTypes.BROKER,
             name: String(cluster.controller ?? cluster.brokers[0].nodeId),
           }],
           includeSynonyms: false,
@@ -186,7 +171,7 @@ export function createKafkaSink(options: KafkaSinkOptions): Sink {
       await withRetry(() => producer.send({ topic, messages, acks: -1 }));
       return [];
     } catch (e) {
-      const type = errorType(e) ?? "";
+      const type = kafkaErrorType(e) ?? "";
       if (!RECORD_ERRORS.has(type) || closed) throw e;
       if (messages.length === 1) return [{ index: 0, reason: `Kafka refused the record: ${type}` }];
       // Find the culprits: one record per request, in order (keeps per-key order).

@@ -17,10 +17,10 @@
  * (kafkajs maxBytes) may come on top.
  */
 import type { EachBatchPayload } from "kafkajs";
-import { describePayloadDigest } from "../codecs/dead_letter.ts";
 import { RuntimeError } from "../errors.ts";
-import { createKafka, describeKafkaError, isRetriableKafkaError } from "../kafka_client.ts";
+import { createKafka, describeKafkaError, isRetriableKafkaError, retryKafka } from "../kafka_client.ts";
 import { Backoff, Health } from "../pipeline/health.ts";
+import { cutOversize, HeldBudget } from "../pipeline/held.ts";
 import { logLine } from "../log.ts";
 import { OffsetTracker, type PartitionOffset } from "../pipeline/offset_tracker.ts";
 import type { Origin, Source, SourceEvent } from "../pipeline/types.ts";
@@ -107,18 +107,12 @@ export function createKafkaSource(options: KafkaSourceOptions): Source {
   const part = `Kafka source ${brokers.join(",")}`;
   const backoff = new Backoff(health.retry);
   const maxPayloadBytes = options.maxPayloadBytes ?? Infinity;
-  const keepOversizeBytes = options.keepOversizeBytes ?? 64 * 1024;
-  let heldEvents = 0;
-  let heldBytes = 0;
-  const full = () => heldEvents >= maxHeldEvents || heldBytes >= maxHeldBytes;
-  const release = (event: KafkaEvent) => {
-    heldEvents--;
-    heldBytes -= event.payload.length;
-    if (!full()) {
-      wakeFetcher?.();
-      wakeFetcher = undefined;
-    }
-  };
+  const keepOversizeBytes = Math.min(options.keepOversizeBytes ?? 64 * 1024, maxPayloadBytes);
+  const held = new HeldBudget(maxHeldEvents, maxHeldBytes, () => {
+    wakeFetcher?.();
+    wakeFetcher = undefined;
+  });
+  const release = (event: KafkaEvent) => held.release(event.payload.length);
   const tracker = new OffsetTracker();
   const queue: SourceEvent[][] = [];
   let wakeIterator: (() => void) | undefined; // events() waiting for a chunk
@@ -166,19 +160,17 @@ export function createKafkaSource(options: KafkaSourceOptions): Source {
       let payload: Uint8Array = m.value ?? EMPTY;
       let oversize: { bytes: number; sha256: string } | undefined;
       if (payload.length > maxPayloadBytes) {
-        oversize = describePayloadDigest(payload);
-        payload = payload.slice(0, Math.min(keepOversizeBytes, maxPayloadBytes));
+        ({ head: payload, oversize } = cutOversize(payload, keepOversizeBytes));
       }
       const event = new KafkaEvent(payload, key, receivedAt, origin, tracker, ticket, release);
       if (oversize) event.oversize = oversize;
-      heldEvents++;
-      heldBytes += payload.length;
+      held.hold(payload.length);
       chunk[i] = event;
     }
     queue.push(chunk);
     wake();
     // The memory bound: fetch no more until acks bring the held events and bytes under the limits.
-    while (full() && !stopping && isRunning()) {
+    while (held.full && !stopping && isRunning()) {
       let timer: ReturnType<typeof setTimeout> | undefined;
       await new Promise<void>((resolve) => {
         wakeFetcher = resolve;
@@ -239,23 +231,17 @@ export function createKafkaSource(options: KafkaSourceOptions): Source {
       wake();
     });
     // Starting while Kafka is down is an outage like any other: wait for it.
-    for (;;) {
-      try {
+    try {
+      await retryKafka(async () => {
         await consumer.connect();
         await consumer.subscribe({ topic, fromBeginning });
-        break;
-      } catch (e) {
-        const reason = describeKafkaError(e, brokers, topic);
-        if (!isRetriableKafkaError(e, { unknownTopicIsFatal: true })) {
-          const err = new RuntimeError(`Kafka source: ${reason}`);
-          health.fatal(err);
-          throw err;
-        }
-        health.waiting(part, reason);
-        await sleep(backoff.next());
-        if (stopping) return;
-        if (health.fatalError) throw health.fatalError;
-      }
+      }, { part, health, backoff, brokers, topic, stopped: () => stopping, unknownTopicIsFatal: true });
+    } catch (e) {
+      if (stopping) return;
+      if (health.fatalError) throw health.fatalError;
+      const err = new RuntimeError(`Kafka source: ${describeKafkaError(e, brokers, topic)}`);
+      health.fatal(err);
+      throw err;
     }
     await consumer.run({ autoCommit: false, eachBatchAutoResolve: true, eachBatch });
     if (failure === undefined) running = true;

@@ -35,8 +35,8 @@ import mqtt from "mqtt";
 import type { IClientOptions, IConnackPacket, IPublishPacket, MqttClient, Packet } from "mqtt";
 import { RuntimeError, UsageError } from "../errors.ts";
 import { logLine } from "../log.ts";
-import { describePayloadDigest } from "../codecs/dead_letter.ts";
 import { Health } from "../pipeline/health.ts";
+import { cutOversize, HeldBudget } from "../pipeline/held.ts";
 import type { Origin, Source, SourceEvent } from "../pipeline/types.ts";
 
 export interface MqttSourceOptions {
@@ -192,38 +192,39 @@ export function createMqttSource(options: MqttSourceOptions): Source {
   let wakeTimer: ReturnType<typeof setTimeout> | undefined;
   const health = options.health ?? new Health(undefined, logLine);
   const part = `MQTT source ${broker}`;
-  const maxHeldBytes = options.maxHeldBytes ?? 64 * 1024 * 1024;
   const maxPayloadBytes = options.maxPayloadBytes ?? Infinity;
-  const keepOversizeBytes = options.keepOversizeBytes ?? 64 * 1024;
-  /** Events received and not yet acknowledged, and their payload bytes: the memory bound. */
-  let heldEvents = 0;
-  let heldBytes = 0;
+  const keepOversizeBytes = Math.min(options.keepOversizeBytes ?? 64 * 1024, maxPayloadBytes);
   /** mqtt.js packet-loop continuations held back while the source is full (see `gate`). */
   let gated: (() => void)[] = [];
   let releaseScheduled = false;
 
-  const full = () => heldEvents >= maxInFlight || heldBytes >= maxHeldBytes;
+  const releaseGated = () => {
+    releaseScheduled = false;
+    while (gated.length > 0 && (!held.full || closed)) gated.shift()!();
+  };
+
+  /** The memory bound; an ack that makes room resumes the packet loop, once per burst of acks. */
+  const held = new HeldBudget(maxInFlight, options.maxHeldBytes ?? 64 * 1024 * 1024, () => {
+    if (gated.length > 0 && !releaseScheduled) {
+      releaseScheduled = true;
+      queueMicrotask(releaseGated); // outside the pipeline's ack loop
+    }
+  });
 
   /** Runs `resume` (mqtt.js's "handle the next packet") now, or once the source has room again. */
   const gate = (resume: () => void) => {
-    if (full() && !closed) gated.push(resume);
+    if (held.full && !closed) gated.push(resume);
     else resume();
   };
 
-  const releaseGated = () => {
-    releaseScheduled = false;
-    while (gated.length > 0 && (!full() || closed)) gated.shift()!();
+  /** Lets every held continuation run out (its connection closed, or the source is closing). */
+  const releaseAllGated = () => {
+    const stale = gated;
+    gated = [];
+    for (const resume of stale) resume();
   };
 
-  const release = (event: MqttEvent) => {
-    heldEvents--;
-    heldBytes -= event.payload.length;
-    // Resume the packet loop outside the pipeline's ack loop, once per burst of acks.
-    if (gated.length > 0 && !releaseScheduled && !full()) {
-      releaseScheduled = true;
-      queueMicrotask(releaseGated);
-    }
-  };
+  const release = (event: MqttEvent) => held.release(event.payload.length);
 
   const wakeConsumer = () => {
     clearTimeout(wakeTimer);
@@ -294,10 +295,8 @@ export function createMqttSource(options: MqttSourceOptions): Source {
       let payload = p.payload as Uint8Array; // a Buffer, i.e. a Uint8Array; not copied
       let oversize: { bytes: number; sha256: string } | undefined;
       if (payload.length > maxPayloadBytes) {
-        // Keep a copy of the head only, and drop the packet's reference (mqtt.js keeps QoS 2
-        // packets in its incoming store until PUBREL), so the full size is not held.
-        oversize = describePayloadDigest(payload);
-        payload = payload.slice(0, Math.min(keepOversizeBytes, maxPayloadBytes));
+        // Also drop the packet's reference: mqtt.js keeps QoS 2 packets until PUBREL.
+        ({ head: payload, oversize } = cutOversize(payload, keepOversizeBytes));
         p.payload = payload as IPublishPacket["payload"];
       }
       const event = new MqttEvent(
@@ -311,8 +310,7 @@ export function createMqttSource(options: MqttSourceOptions): Source {
         generation,
       );
       if (oversize) event.oversize = oversize;
-      heldEvents++;
-      heldBytes += payload.length;
+      held.hold(payload.length);
       buffer.push(event);
       // Wake the consumer once per macrotask, so the packets parsed from one socket read (mqtt.js
       // handles them in a chain of nextTicks) reach the pipeline as one chunk.
@@ -346,10 +344,7 @@ export function createMqttSource(options: MqttSourceOptions): Source {
     });
     c.on("close", () => {
       generation++;
-      // The closed connection's packet loop is superseded: let its held continuations end.
-      const stale = gated;
-      gated = [];
-      for (const resume of stale) resume();
+      releaseAllGated(); // the closed connection's packet loop is superseded
     });
     c.on("offline", () => {
       if (!closed) {
@@ -410,10 +405,7 @@ export function createMqttSource(options: MqttSourceOptions): Source {
       if (closed) return;
       closed = true;
       wakeConsumer();
-      // Let a held packet loop run out (deliveries are ignored now), or mqtt.js cannot close.
-      const stale = gated;
-      gated = [];
-      for (const resume of stale) resume();
+      releaseAllGated(); // deliveries are ignored now, and a held loop would keep mqtt.js from closing
       const c = client;
       if (!c) return;
       // Graceful end: acks written so far are in the socket's write buffer ahead of DISCONNECT,

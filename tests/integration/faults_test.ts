@@ -29,8 +29,35 @@ async function publishAll(topic: string, payloads: (string | Uint8Array)[]): Pro
 
 const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
 
-Deno.test("Poison pills over MQTT with a Kafka dead-letter topic: each becomes a dead letter that fits, every good event is predicted", async () => {
+/** Runs `edgeinfer run` from an MQTT session to a Kafka sink URL until it exits; returns its stderr. */
+async function runMqttToKafka(
+  base: string,
+  clientId: string,
+  sink: string,
+  flags: string[],
+): Promise<string> {
   const model = await linearModelFile({ features: ["a"], weights: [1], bias: 0 });
+  const run = spawnCli([
+    "run",
+    "--model",
+    model,
+    "--source",
+    `mqtt://${MQTT_HOSTPORT}/${base}/+?client-id=${clientId}`,
+    "--sink",
+    sink,
+    ...flags,
+  ]);
+  assert.equal(await run.exit(), 0, run.stderr());
+  return run.stderr();
+}
+
+/** Asserts that `topic` holds exactly one prediction for each id in 0..count-1. */
+async function assertPredicted(topic: string, count: number): Promise<void> {
+  const predicted = (await consume(topic, count)).map((r) => JSON.parse(r.value).id);
+  assert.deepEqual(predicted.sort((a, b) => a - b), Array.from({ length: count }, (_, i) => i));
+}
+
+Deno.test("Poison pills over MQTT with a Kafka dead-letter topic: each becomes a dead letter that fits, every good event is predicted", async () => {
   const base = uniqueName("poison");
   const out = uniqueName("poison-out");
   const dlq = uniqueName("poison-dlq");
@@ -49,14 +76,7 @@ Deno.test("Poison pills over MQTT with a Kafka dead-letter topic: each becomes a
     blob,
     ...Array.from({ length: 10 }, (_, i) => good(10 + i)),
   ]);
-  const run = spawnCli([
-    "run",
-    "--model",
-    model,
-    "--source",
-    `mqtt://${MQTT_HOSTPORT}/${base}/+?client-id=${clientId}`,
-    "--sink",
-    `kafka://${KAFKA}/${out}`,
+  await runMqttToKafka(base, clientId, `kafka://${KAFKA}/${out}`, [
     "--dlq",
     `kafka://${KAFKA}/${dlq}`,
     "--passthrough",
@@ -66,9 +86,7 @@ Deno.test("Poison pills over MQTT with a Kafka dead-letter topic: each becomes a
     "--max-events",
     "23",
   ]);
-  assert.equal(await run.exit(), 0, run.stderr());
-  const predicted = (await consume(out, 20)).map((r) => JSON.parse(r.value).id);
-  assert.deepEqual(predicted.sort((a, b) => a - b), Array.from({ length: 20 }, (_, i) => i));
+  await assertPredicted(out, 20);
   const dead = await consume(dlq, 3);
   assert.equal(dead.length, 3);
   for (const record of dead) {
@@ -91,7 +109,6 @@ Deno.test("Poison pills over MQTT with a Kafka dead-letter topic: each becomes a
 });
 
 Deno.test("A burst into MQTT → Kafka never holds more than batch-size × (max-in-flight + 1) events in flight", async () => {
-  const model = await linearModelFile({ features: ["a"], weights: [1], bias: 0 });
   const base = uniqueName("burst");
   const out = uniqueName("burst-out");
   const clientId = uniqueName("edgeinfer-test");
@@ -106,14 +123,7 @@ Deno.test("A burst into MQTT → Kafka never holds more than batch-size × (max-
   }
   await Promise.all(publishes);
   await client.endAsync();
-  const run = spawnCli([
-    "run",
-    "--model",
-    model,
-    "--source",
-    `mqtt://${MQTT_HOSTPORT}/${base}/+?client-id=${clientId}`,
-    "--sink",
-    `kafka://${KAFKA}/${out}`,
+  const stderr = await runMqttToKafka(base, clientId, `kafka://${KAFKA}/${out}`, [
     "--batch-size",
     "64",
     "--max-in-flight",
@@ -121,9 +131,8 @@ Deno.test("A burst into MQTT → Kafka never holds more than batch-size × (max-
     "--max-events",
     String(total),
   ]);
-  assert.equal(await run.exit(), 0, run.stderr());
-  const done = /peak (\d+) batches \/ (\d+) events in flight \(bound (\d+) \/ (\d+)\)/.exec(run.stderr());
-  assert.ok(done, run.stderr());
+  const done = /peak (\d+) batches \/ (\d+) events in flight \(bound (\d+) \/ (\d+)\)/.exec(stderr);
+  assert.ok(done, stderr);
   const [peakBatches, peakEvents, boundBatches, boundEvents] = done.slice(1).map(Number);
   assert.equal(boundEvents, 64 * 3);
   assert.ok(peakBatches <= boundBatches, `peak ${peakBatches} batches in flight, bound ${boundBatches}`);
@@ -131,4 +140,35 @@ Deno.test("A burst into MQTT → Kafka never holds more than batch-size × (max-
   assert.ok(peakEvents >= 64, "the burst did fill the pipeline");
   const ids = new Set((await consume(out, total, 60_000)).map((r) => JSON.parse(r.value).id));
   assert.equal(ids.size, total);
+});
+
+Deno.test("A record the broker refuses as too large is found by re-sending one by one, dead-lettered, and the rest delivered", async () => {
+  const base = uniqueName("refused");
+  const out = uniqueName("refused-out");
+  const dlq = uniqueName("refused-dlq");
+  const clientId = uniqueName("edgeinfer-test");
+  await prepareMqttSession(clientId, `${base}/+`);
+  // Queued before edgeinfer starts, so the big prediction shares a produce request with good ones.
+  const blob = JSON.stringify({ id: 100, a: 1, blob: "b".repeat(1_500_000) });
+  await publishAll(`${base}/car`, [
+    ...Array.from({ length: 10 }, (_, i) => JSON.stringify({ id: i, a: i })),
+    blob,
+    ...Array.from({ length: 10 }, (_, i) => JSON.stringify({ id: 10 + i, a: i })),
+  ]);
+  // max-record-bytes above the broker's 1 MiB limit: only the broker can refuse the 1.5 MB prediction.
+  await runMqttToKafka(base, clientId, `kafka://${KAFKA}/${out}?max-record-bytes=5000000`, [
+    "--dlq",
+    `kafka://${KAFKA}/${dlq}`,
+    "--passthrough",
+    "blob",
+    "--max-payload-bytes",
+    "1600000",
+    "--max-events",
+    "21",
+  ]);
+  await assertPredicted(out, 20);
+  const [dead] = await consume(dlq, 1);
+  const record = JSON.parse(dead.value);
+  assert.match(record.error, /^the sink refused the prediction: Kafka refused the record: MESSAGE_TOO_LARGE/);
+  assert.equal(record.payload_sha256, sha256(new TextEncoder().encode(blob)));
 });
