@@ -11,10 +11,10 @@
  */
 import { parseArgs } from "node:util";
 import { Partitioners } from "kafkajs";
-import { createKafka } from "../src/kafka_client.ts";
+import { createKafka } from "../src/kafka/client.ts";
 import type { OutRecord } from "../src/pipeline/types.ts";
-import { createKafkaSink } from "../src/sinks/kafka.ts";
-import { createKafkaSource } from "../src/sources/kafka.ts";
+import { createKafkaSink } from "../src/kafka/sink.ts";
+import { createKafkaSource } from "../src/kafka/source.ts";
 
 const { values: args } = parseArgs({
   options: {

@@ -16,7 +16,7 @@
  */
 import mqtt from "mqtt";
 import { parseArgs } from "node:util";
-import { createMqttSource } from "../src/sources/mqtt.ts";
+import { createMqttSource } from "../src/mqtt/source.ts";
 import type { SourceEvent } from "../src/pipeline/types.ts";
 
 const { values } = parseArgs({

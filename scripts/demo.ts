@@ -14,10 +14,10 @@
  */
 import { parseArgs } from "node:util";
 import { Kafka, logLevel } from "kafkajs";
-import { patchKafkajsIdlePolling } from "../src/kafka_client.ts";
+import { patchKafkajsIdlePolling } from "../src/kafka/client.ts";
 import mqtt from "mqtt";
 
-// kafkajs 2.2.4 re-arms a negative-delay timer after every response (see src/kafka_client.ts).
+// kafkajs 2.2.4 re-arms a negative-delay timer after every response (see src/kafka/client.ts).
 patchKafkajsIdlePolling();
 
 const { values } = parseArgs({

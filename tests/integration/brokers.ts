@@ -1,9 +1,9 @@
 /** Shared helpers for tests against the real brokers started by scripts/services.sh. */
 import { Kafka, logLevel } from "kafkajs";
-import { patchKafkajsIdlePolling } from "../../src/kafka_client.ts";
+import { patchKafkajsIdlePolling } from "../../src/kafka/client.ts";
 import mqtt from "mqtt";
 
-// kafkajs 2.2.4 re-arms a negative-delay timer after every response (see src/kafka_client.ts).
+// kafkajs 2.2.4 re-arms a negative-delay timer after every response (see src/kafka/client.ts).
 patchKafkajsIdlePolling();
 
 export const KAFKA_BROKERS = (Deno.env.get("EDGEINFER_KAFKA_BROKERS") ?? "127.0.0.1:9092").split(",");

@@ -14,7 +14,7 @@ import {
   holdBackAcks,
   type MqttSourceOptions,
   PINNED_MQTT_VERSION,
-} from "../../src/sources/mqtt.ts";
+} from "../../src/mqtt/source.ts";
 import type { Source, SourceEvent } from "../../src/pipeline/types.ts";
 import { describePayloadDigest } from "../../src/codecs/dead_letter.ts";
 import { Health } from "../../src/pipeline/health.ts";

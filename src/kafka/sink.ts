@@ -21,7 +21,7 @@
  */
 import { ConfigResourceTypes, type Message, Partitioners } from "kafkajs";
 import { RuntimeError } from "../errors.ts";
-import { createKafka, describeKafkaError, kafkaErrorType, retryKafka } from "../kafka_client.ts";
+import { createKafka, describeKafkaError, kafkaErrorType, retryKafka } from "./client.ts";
 import { logLine } from "../log.ts";
 import { Backoff, Health } from "../pipeline/health.ts";
 import type { OutRecord, Refusal, Sink } from "../pipeline/types.ts";

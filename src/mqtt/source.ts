@@ -102,7 +102,7 @@ export function holdBackAcks(
   if (version !== PINNED_MQTT_VERSION || typeof internals._sendPacket !== "function") {
     throw new Error(
       `edgeinfer's MQTT source defers PUBACKs through mqtt.js ${PINNED_MQTT_VERSION} internals ` +
-        `(MqttClient._sendPacket), but found mqtt.js ${version}; re-check src/sources/mqtt.ts ` +
+        `(MqttClient._sendPacket), but found mqtt.js ${version}; re-check src/mqtt/source.ts ` +
         `against handlers/publish.js of that version and update PINNED_MQTT_VERSION`,
     );
   }

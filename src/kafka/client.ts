@@ -6,8 +6,8 @@
 import { Kafka, type logCreator, type LogEntry, logLevel } from "kafkajs";
 // kafkajs internals, for patchKafkajsIdlePolling() only (the module instance kafkajs itself uses).
 import RequestQueue from "kafkajs/src/network/requestQueue/index.js";
-import { logLine } from "./log.ts";
-import type { Backoff, Health } from "./pipeline/health.ts";
+import { logLine } from "../log.ts";
+import type { Backoff, Health } from "../pipeline/health.ts";
 
 /** kafkajs warnings that do not apply to how edgeinfer uses it (see the why beside each). */
 const IGNORED = [

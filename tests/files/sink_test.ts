@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { RuntimeError, UsageError } from "../../src/errors.ts";
 import type { OutRecord } from "../../src/pipeline/types.ts";
-import { createStreamSink, streamSink, type StreamTarget } from "../../src/sinks/stream.ts";
+import { createStreamSink, streamSink, type StreamTarget } from "../../src/files/sink.ts";
 
 function batch(prefix: string, n: number): OutRecord[] {
   return Array.from({ length: n }, (_, i) => ({ key: undefined, value: `${prefix}-${i}`, headers: {} }));

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { OffsetTracker } from "../../src/pipeline/offset_tracker.ts";
+import { OffsetTracker } from "../../src/kafka/offset_tracker.ts";
 
 Deno.test("OffsetTracker commits nothing before the first offset is acked", () => {
   const t = new OffsetTracker();

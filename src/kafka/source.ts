@@ -18,11 +18,11 @@
  */
 import type { EachBatchPayload } from "kafkajs";
 import { RuntimeError } from "../errors.ts";
-import { createKafka, describeKafkaError, isRetriableKafkaError, retryKafka } from "../kafka_client.ts";
+import { createKafka, describeKafkaError, isRetriableKafkaError, retryKafka } from "./client.ts";
 import { Backoff, Health } from "../pipeline/health.ts";
 import { cutOversize, HeldBudget } from "../pipeline/held.ts";
 import { logLine } from "../log.ts";
-import { OffsetTracker, type PartitionOffset } from "../pipeline/offset_tracker.ts";
+import { OffsetTracker, type PartitionOffset } from "./offset_tracker.ts";
 import type { Origin, Source, SourceEvent } from "../pipeline/types.ts";
 
 export interface KafkaSourceOptions {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { splitLines } from "../../src/sources/lines.ts";
+import { splitLines } from "../../src/files/lines.ts";
 
 async function collect(chunks: string[]) {
   async function* stream() {

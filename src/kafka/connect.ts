@@ -1,0 +1,41 @@
+/** The kafka:// URL's parameters, read into the Kafka source and sink options. */
+import type { Endpoint } from "../config/endpoint.ts";
+import { oneOf, readQuery } from "../config/query.ts";
+import { UsageError } from "../errors.ts";
+import type { Health } from "../pipeline/health.ts";
+import type { Sink, Source } from "../pipeline/types.ts";
+import type { SourceLimits } from "../connectors.ts";
+import { createKafkaSink, DEFAULT_MAX_RECORD_BYTES } from "./sink.ts";
+import { createKafkaSource } from "./source.ts";
+
+type KafkaEndpoint = Extract<Endpoint, { kind: "kafka" }>;
+
+export function kafkaSource(flag: string, endpoint: KafkaEndpoint, limits: SourceLimits): Source {
+  const q = readQuery(flag, endpoint.params, ["group", "from", "client-id"]);
+  return createKafkaSource({
+    brokers: endpoint.brokers,
+    topic: endpoint.topic,
+    groupId: q.get("group") ?? "edgeinfer",
+    clientId: q.get("client-id") ?? "edgeinfer",
+    fromBeginning: oneOf(flag, "from", q.get("from"), ["earliest", "latest"], "earliest") === "earliest",
+    ...limits,
+  });
+}
+
+export function kafkaSink(flag: string, endpoint: KafkaEndpoint, options: { health?: Health }): Sink {
+  const q = readQuery(flag, endpoint.params, ["client-id", "max-record-bytes"]);
+  const maxRecordBytes = q.get("max-record-bytes");
+  if (maxRecordBytes !== undefined && !/^[1-9]\d*$/.test(maxRecordBytes)) {
+    throw new UsageError(
+      `${flag} parameter max-record-bytes=${maxRecordBytes} must be a positive integer (the topic's ` +
+        `max.message.bytes, default ${DEFAULT_MAX_RECORD_BYTES})`,
+    );
+  }
+  return createKafkaSink({
+    brokers: endpoint.brokers,
+    topic: endpoint.topic,
+    clientId: q.get("client-id") ?? "edgeinfer",
+    maxRecordBytes: maxRecordBytes === undefined ? undefined : Number(maxRecordBytes),
+    health: options.health,
+  });
+}

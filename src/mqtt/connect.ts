@@ -1,0 +1,61 @@
+/** The mqtt:// URL's parameters, read into the MQTT source options. */
+import { type Endpoint, MQTT_PASSWORD_ENV, mqttCredentials } from "../config/endpoint.ts";
+import { oneOf, readQuery } from "../config/query.ts";
+import { UsageError } from "../errors.ts";
+import type { Source } from "../pipeline/types.ts";
+import type { SourceLimits } from "../connectors.ts";
+import { createMqttSource } from "./source.ts";
+
+type MqttEndpoint = Extract<Endpoint, { kind: "mqtt" }>;
+
+export function mqttSource(flag: string, endpoint: MqttEndpoint, limits: SourceLimits): Source {
+  const q = readQuery(flag, endpoint.params, [
+    "qos",
+    "client-id",
+    "share",
+    "version",
+    "username",
+    "password-file",
+  ]);
+  const qos = Number(oneOf(flag, "qos", q.get("qos"), ["0", "1", "2"], "1")) as 0 | 1 | 2;
+  const protocolVersion = Number(oneOf(flag, "version", q.get("version"), ["4", "5"], "5")) as 4 | 5;
+  const shareGroup = q.get("share");
+  if (shareGroup !== undefined && protocolVersion !== 5) {
+    throw new UsageError(`${flag} share=${shareGroup} needs MQTT 5: drop version=4`);
+  }
+  // Password: password-file=PATH, else the URL's user:password@, else $EDGEINFER_MQTT_PASSWORD.
+  const { username, password, passwordFrom } = mqttCredentials(flag, endpoint, q);
+  if (password !== undefined && username === undefined && protocolVersion === 4) {
+    const from = passwordFrom === "env" ? MQTT_PASSWORD_ENV : passwordFrom;
+    throw new UsageError(
+      `${flag} has a password (from ${from}) but no user name, which MQTT 3.1.1 (version=4) ` +
+        `does not allow: add username=NAME`,
+    );
+  }
+  return createMqttSource({
+    brokerUrl: endpoint.brokerUrl,
+    username,
+    password,
+    topicFilter: endpoint.topic,
+    qos,
+    // A stable default id: the broker keeps a persistent session per client id, so a
+    // restarted edgeinfer must come back under the same one to receive what was queued.
+    clientId: q.get("client-id") ?? defaultClientId(endpoint.topic, shareGroup),
+    shareGroup,
+    protocolVersion,
+    maxInFlight: Math.min(65535, Math.max(1, limits.maxHeldEvents)),
+    maxHeldBytes: limits.maxHeldBytes,
+    maxPayloadBytes: limits.maxPayloadBytes,
+    keepOversizeBytes: limits.keepOversizeBytes,
+    health: limits.health,
+  });
+}
+
+function defaultClientId(filter: string, shareGroup: string | undefined): string {
+  // FNV-1a of host + filter: short, stable, and different for different subscriptions.
+  let hash = 0x811c9dc5;
+  for (const ch of `${Deno.hostname()}|${shareGroup ?? ""}|${filter}`) {
+    hash = Math.imul(hash ^ ch.charCodeAt(0), 0x01000193) >>> 0;
+  }
+  return `edgeinfer-${hash.toString(16).padStart(8, "0")}`;
+}
