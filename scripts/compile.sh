@@ -34,7 +34,7 @@ fi
 "$deno" install --quiet
 mkdir -p "$(dirname "$out")"
 "$deno" compile \
-  --allow-read --allow-write --allow-net --allow-env --allow-ffi --allow-sys \
+  --allow-read --allow-write --allow-net --allow-env --allow-ffi --allow-sys --allow-run \
   --include models \
   --self-extracting \
   --output "$out" \

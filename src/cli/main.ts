@@ -30,6 +30,13 @@ const COMMANDS: Record<string, Command> = {
       return { help: m.SIMULATE_HELP, run: m.simulateCommand };
     },
   },
+  bench: {
+    summary: "measure a model's rows/s and latency per batch size, or a source → sink run",
+    load: async () => {
+      const m = await import("./bench.ts");
+      return { help: m.BENCH_HELP, run: m.benchCommand };
+    },
+  },
 };
 
 export const MAIN_HELP = `edgeinfer ${VERSION}: batched ONNX inference on MQTT and Kafka streams at the edge
@@ -43,6 +50,7 @@ Run 'edgeinfer <command> --help' for a command's options and examples.
 
 Examples
   edgeinfer inspect models/car-anomaly.onnx
+  edgeinfer bench --model models/car-anomaly.onnx
   edgeinfer run --model models/car-anomaly.onnx --source 'mqtt://127.0.0.1:1883/cars/+/sensors' \\
     --key-field car --sink kafka://127.0.0.1:9092/car-predictions
 `;

@@ -14,6 +14,7 @@ export const PERMISSIONS = [
   "--allow-env",
   "--allow-ffi",
   "--allow-sys",
+  "--allow-run", // bench --source starts `edgeinfer run` as a child process
 ];
 
 const MAIN = new URL("main.ts", ROOT).pathname;
