@@ -1,145 +1,128 @@
 /**
- * kafkajs glue shared by the Kafka source and sink: its logger routed to our stderr format (one
- * line per entry, WARN and above), the client settings that bound how long an unreachable broker
- * is retried, error messages that name the brokers, and one patch of a kafkajs bug.
+ * @platformatic/kafka glue shared by the Kafka source and sink: the client settings that bound how
+ * long one request may take, the errors it reports read as retriable or fatal, one-line messages
+ * that name the brokers, and the retry loop that reports an outage to `health` while it lasts.
+ *
+ * The library reports failures as trees: a MultipleErrors (one per attempt, or per broker) holding
+ * NetworkErrors (connection refused, closed, timed out) and ProtocolErrors (Kafka's error codes, in
+ * `apiId`, e.g. "MESSAGE_TOO_LARGE"), each with `canRetry`.
  */
-import { Kafka, type logCreator, type LogEntry, logLevel } from "kafkajs";
-// kafkajs internals, for patchKafkajsIdlePolling() only (the module instance kafkajs itself uses).
-import RequestQueue from "kafkajs/src/network/requestQueue/index.js";
-import { logLine } from "../log.ts";
+import { MultipleErrors } from "@platformatic/kafka";
 import type { Backoff, Health } from "../pipeline/health.ts";
 
-/** kafkajs warnings that do not apply to how edgeinfer uses it (see the why beside each). */
-const IGNORED = [
-  // The sink bounds kafkajs's retries on purpose: it re-sends the same records itself (for ever,
-  // before any later ones) and stops at its first fatal failure, so sequence numbers that kafkajs rolls back after a
-  // failed request are never reused for other records (the EoS risk this warns about).
-  "Limiting retries for the idempotent producer may invalidate EoS guarantees",
-];
-
-/**
- * The same line is printed at most once per REPEAT_WINDOW_MS: kafkajs logs every retry of an
- * unreachable broker twice (Connection and BrokerPool), which would bury the one error that
- * explains it.
- */
-const REPEAT_WINDOW_MS = 10_000;
-const recent = new Map<string, { at: number; suppressed: number }>();
-
-/** kafkajs logCreator: `edgeinfer: kafka: WARN [Namespace] message (error)` on stderr. */
-export const kafkaLogCreator: logCreator = () => (entry: LogEntry) => {
-  const { message, error } = entry.log;
-  if (IGNORED.includes(message)) return;
-  // kafkajs's Connection logs every error response (a rebalance, a coordinator still loading) as
-  // ERROR before the code that sent the request handles it; whatever is not handled is logged
-  // again by that code or reaches us as an error, so these lines only add noise.
-  if (entry.namespace === "Connection" && message.startsWith("Response ")) return;
-  // An unreachable broker: the source or sink reports the outage once, with how long it lasts.
-  if (message.startsWith("Connection error") || message.startsWith("Failed to connect to seed broker")) {
-    return;
-  }
-  if (message.startsWith("Connection timeout") || message.startsWith("Restarting the consumer")) return;
-  const ns = entry.namespace ? `[${entry.namespace}] ` : "";
-  const detail = error === undefined ? "" : String(error instanceof Error ? error.message : error);
-  const line = `${entry.label} ${ns}${message}${detail && !message.includes(detail) ? ` (${detail})` : ""}`;
-  const now = Date.now();
-  const seen = recent.get(line);
-  if (seen !== undefined && now - seen.at < REPEAT_WINDOW_MS) {
-    seen.suppressed++;
-    return;
-  }
-  if (recent.size > 100) recent.clear();
-  recent.set(line, { at: now, suppressed: 0 });
-  const repeats = seen?.suppressed ? ` [repeated ${seen.suppressed} more times]` : "";
-  logLine(`kafka: ${line}${repeats}`);
-};
-
-/**
- * kafkajs 2.2.4 bug (tulios/kafkajs#1704, #1751, unfixed upstream): after every response each
- * connection's RequestQueue re-arms `setTimeout(check, throttledUntil - Date.now())` even with
- * nothing pending; throttledUntil is -1, so that is a negative delay (Deno/Node print a
- * TimeoutNegativeWarning) that runs every 1 ms forever: ~3 % of a core per idle source+sink here.
- * The patch returns early exactly when nothing is pending and no throttle is in force; every other
- * case runs the original. It checks the original's text first, so a kafkajs upgrade that changes
- * it leaves kafkajs alone (and tests/integration/kafka_test.ts fails, to revisit this).
- */
-export function patchKafkajsIdlePolling(): boolean {
-  const proto = RequestQueue.prototype as {
-    scheduleCheckPendingRequests(this: { pending: unknown[]; throttledUntil: number }): void;
-    __edgeinferPatched?: boolean;
-  };
-  if (proto.__edgeinferPatched) return true;
-  const original = proto.scheduleCheckPendingRequests;
-  if (!String(original).includes("let scheduleAt = this.throttledUntil - Date.now()")) return false;
-  proto.scheduleCheckPendingRequests = function () {
-    if (this.pending.length === 0 && this.throttledUntil < Date.now()) return;
-    original.call(this);
-  };
-  proto.__edgeinferPatched = true;
-  return true;
-}
-
-/**
- * A kafkajs client. Its own retries are short (~1.5 s: backoff 300, 600 ms ±20 %, plus connect
- * attempts): the source and sink retry beyond that themselves, for ever or until --give-up-after,
- * reporting the outage as they go.
- */
-export function createKafka(brokers: string[], clientId: string): Kafka {
-  patchKafkajsIdlePolling();
-  return new Kafka({
-    brokers,
+/** Library settings every client of ours uses. */
+export function baseClientOptions(brokers: string[], clientId: string) {
+  return {
     clientId,
-    logLevel: logLevel.WARN,
-    logCreator: kafkaLogCreator,
-    connectionTimeout: 3000,
-    retry: { retries: 2, initialRetryTime: 300, maxRetryTime: 2000 },
-  });
+    bootstrapBrokers: brokers,
+    connectTimeout: 3000,
+    // One request's time limit. A produce of acks=all waits for the replicas within it.
+    timeout: 10_000,
+    // Metadata is refreshed on errors anyway; 5 s (the library's default) re-asks for it 12×/min.
+    metadataMaxAge: 60_000,
+  };
 }
 
-/** The innermost cause of a kafkajs error (they wrap: retries exceeded → connection error). */
-function rootCause(e: unknown): unknown {
-  let err = e;
-  while (err instanceof Error && err.cause instanceof Error) err = err.cause;
-  return err;
+/** Every error in a library failure's tree (MultipleErrors' members and causes), outermost first. */
+function* errorsOf(e: unknown, depth = 0): Generator<Record<string, unknown>> {
+  if (!(e instanceof Error) || depth > 8) return;
+  yield e as unknown as Record<string, unknown>;
+  if (e instanceof AggregateError) { for (const inner of e.errors) yield* errorsOf(inner, depth + 1); }
+  if (e.cause !== undefined) yield* errorsOf(e.cause, depth + 1);
 }
+
+/** The Kafka error code name of one error of the tree, if it has one. */
+function typeOf(err: Record<string, unknown>): string | undefined {
+  if (typeof err.apiId === "string") return err.apiId;
+  // The library's metadata lookup replaces Kafka's UNKNOWN_TOPIC_OR_PARTITION with this UserError.
+  if (err.code === "PLT_KFK_USER" && /^Unknown topic /.test(String(err.message))) {
+    return "UNKNOWN_TOPIC_OR_PARTITION";
+  }
+  return undefined;
+}
+
+/** The Kafka error code name of a failure (e.g. "MESSAGE_TOO_LARGE"), if it has one. */
+export function kafkaErrorType(e: unknown): string | undefined {
+  for (const err of errorsOf(e)) {
+    const type = typeOf(err);
+    if (type !== undefined) return type;
+  }
+  return undefined;
+}
+
+/** Kafka error codes that no retry will heal: the operator must act. */
+const FATAL_TYPES = new Set([
+  "TOPIC_AUTHORIZATION_FAILED",
+  "GROUP_AUTHORIZATION_FAILED",
+  "CLUSTER_AUTHORIZATION_FAILED",
+  "TRANSACTIONAL_ID_AUTHORIZATION_FAILED",
+  "SASL_AUTHENTICATION_FAILED",
+  "INVALID_TOPIC_EXCEPTION",
+  "UNSUPPORTED_VERSION",
+  "INVALID_CONFIG",
+  "INVALID_REQUEST",
+  "INVALID_PRODUCER_EPOCH", // fenced by a newer instance with the same transactional id
+  "PRODUCER_FENCED",
+  "TRANSACTIONAL_ID_NOT_FOUND",
+]);
 
 /**
- * Whether a kafkajs error is worth retrying later (connection lost, broker restarting, leader
- * moving) rather than permanent (record too large, not authorised, invalid config).
+ * Whether a failure is worth retrying later (connection lost, broker restarting, leader moving, a
+ * request timed out) rather than permanent (record too large, not authorised, fenced).
  */
 export function isRetriableKafkaError(e: unknown, options: { unknownTopicIsFatal?: boolean } = {}): boolean {
-  const cause = rootCause(e) as { retriable?: boolean; name?: string; type?: string } | undefined;
-  if (cause?.name === "KafkaJSNoBrokerAvailableError") return true;
-  // Kafka calls it retriable (metadata may lag a topic's creation), but a consumer of a topic that
-  // does not exist waits for nothing: the operator must create it.
-  if (options.unknownTopicIsFatal && cause?.type === "UNKNOWN_TOPIC_OR_PARTITION") return false;
-  // Connection-level failures: refused, reset, timed out, closed while a request was pending.
-  if (
-    /^KafkaJS(Connection|ConnectionClosed|RequestTimeout|NumberOfRetriesExceeded)Error$/.test(
-      cause?.name ?? "",
-    )
-  ) {
-    return true;
+  let network = false;
+  let retriable = false;
+  for (const err of errorsOf(e)) {
+    const type = typeOf(err);
+    if (type !== undefined) {
+      if (FATAL_TYPES.has(type)) return false;
+      // Kafka calls it retriable (metadata may lag a topic's creation), but a consumer of a topic that
+      // does not exist waits for nothing: the operator must create it.
+      if (type === "UNKNOWN_TOPIC_OR_PARTITION") {
+        if (options.unknownTopicIsFatal) return false;
+        retriable = true;
+        continue;
+      }
+      if (err.canRetry === false) return false;
+      retriable = true;
+    }
+    if (err.code === "PLT_KFK_AUTHENTICATION") return false;
+    if (err.closed === true) return false; // our own client was closed
+    // Connection refused, reset, closed, or a request that timed out (the library marks timeouts not
+    // retriable within one operation; for us the broker is merely unreachable for now).
+    if (err.code === "PLT_KFK_NETWORK") network = true;
   }
-  return cause?.retriable === true;
+  return network || retriable;
 }
 
-/** One-line description of a kafkajs failure that names the brokers and, when known, the fix. */
+/** The innermost, most specific message of a failure. */
+function innermostMessage(e: unknown): string {
+  let message = e instanceof Error ? e.message : String(e);
+  for (const err of errorsOf(e)) {
+    if (err instanceof MultipleErrors) continue;
+    const m = String(err.message ?? "");
+    if (m !== "") message = m;
+    const type = typeOf(err);
+    if (type !== undefined) return `${type}: ${m}`;
+  }
+  return message;
+}
+
+/** One-line description of a Kafka failure that names the brokers and, when known, the fix. */
 export function describeKafkaError(e: unknown, brokers: string[], topic: string): string {
-  const cause = rootCause(e) as { message?: string; type?: string; name?: string } | undefined;
   const where = `Kafka at ${brokers.join(",")}`;
-  const message = cause?.message ?? String(e);
-  if (cause?.type === "UNKNOWN_TOPIC_OR_PARTITION") {
+  const type = kafkaErrorType(e);
+  if (type === "UNKNOWN_TOPIC_OR_PARTITION") {
     return `topic "${topic}" does not exist on ${where}: create it first (e.g. kafka-topics.sh --create)`;
   }
-  if (cause?.name === "KafkaJSConnectionError" || /ECONNREFUSED|ETIMEDOUT|EHOSTUNREACH/.test(message)) {
-    return `cannot reach ${where}: ${message}`;
+  const message = innermostMessage(e);
+  if (type === undefined && [...errorsOf(e)].some((err) => err.code === "PLT_KFK_NETWORK")) {
+    const cause = [...errorsOf(e)].map((err) => String((err as { code?: unknown }).code ?? ""))
+      .find((code) => /^E[A-Z]+$/.test(code));
+    return `cannot reach ${where}: ${message}${cause ? ` (${cause})` : ""}`;
   }
   return `${where}, topic "${topic}": ${message}`;
-}
-
-/** The Kafka error code name of a kafkajs failure (e.g. "MESSAGE_TOO_LARGE"), if it has one. */
-export function kafkaErrorType(e: unknown): string | undefined {
-  return (rootCause(e) as { type?: string } | undefined)?.type;
 }
 
 export interface KafkaRetry {

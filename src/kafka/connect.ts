@@ -5,7 +5,7 @@ import { UsageError } from "../errors.ts";
 import type { Health } from "../pipeline/health.ts";
 import type { Sink, Source } from "../pipeline/types.ts";
 import type { SourceLimits } from "../connectors.ts";
-import { createKafkaSink, DEFAULT_MAX_RECORD_BYTES } from "./sink.ts";
+import { type Compression, COMPRESSIONS, createKafkaSink, DEFAULT_MAX_RECORD_BYTES } from "./sink.ts";
 import { createKafkaSource } from "./source.ts";
 
 type KafkaEndpoint = Extract<Endpoint, { kind: "kafka" }>;
@@ -23,7 +23,7 @@ export function kafkaSource(flag: string, endpoint: KafkaEndpoint, limits: Sourc
 }
 
 export function kafkaSink(flag: string, endpoint: KafkaEndpoint, options: { health?: Health }): Sink {
-  const q = readQuery(flag, endpoint.params, ["client-id", "max-record-bytes"]);
+  const q = readQuery(flag, endpoint.params, ["client-id", "max-record-bytes", "compression"]);
   const maxRecordBytes = q.get("max-record-bytes");
   if (maxRecordBytes !== undefined && !/^[1-9]\d*$/.test(maxRecordBytes)) {
     throw new UsageError(
@@ -36,6 +36,7 @@ export function kafkaSink(flag: string, endpoint: KafkaEndpoint, options: { heal
     topic: endpoint.topic,
     clientId: q.get("client-id") ?? "edgeinfer",
     maxRecordBytes: maxRecordBytes === undefined ? undefined : Number(maxRecordBytes),
+    compression: oneOf(flag, "compression", q.get("compression"), [...COMPRESSIONS], "none") as Compression,
     health: options.health,
   });
 }

@@ -1,17 +1,16 @@
 /**
- * Kafka sink: an idempotent kafkajs producer with acks=all; send() resolves once Kafka has
- * acknowledged every record (or refused one for good, see below).
+ * Kafka sink: an idempotent @platformatic/kafka producer with acks=all; send() resolves once Kafka
+ * has acknowledged every record (or refused one for good, see below).
  *
- * Sends are serialised: kafkajs does not keep the call order of concurrent send()s (a failed
- * request rolls back its sequence numbers and is retried *after* a later call's request went
- * out), and per-key order must survive retries. While one request is in flight, later batches
- * queue up and go out together in the next request, so throughput still grows with load.
+ * Requests go one at a time (the idempotent producer's rule), in call order. While one is in flight,
+ * later batches queue up and go out together in the next request (up to MAX_REQUEST_BYTES), so
+ * throughput grows with load.
  *
  * Failures:
- * - retriable (broker down or restarting, leader moving, timeout): the same request is sent again,
- *   before any later one, for ever with capped backoff (or until --give-up-after), reported to
- *   `health`; the idempotent producer makes the broker drop what an earlier attempt already wrote.
- *   Starting while Kafka is down is the same case.
+ * - retriable (broker down or restarting, leader moving): the library sends the same request again,
+ *   with the same sequence numbers (the broker drops what an earlier attempt already wrote), for ever
+ *   with capped backoff, each retry reported to `health`; --give-up-after makes it fatal. A request
+ *   that times out is sent again by this sink. Starting while Kafka is down is the same case.
  * - one record refused for good (larger than the topic accepts, invalid for it): a poison pill
  *   must not stop the stream. Records over `maxRecordBytes` are refused before sending; when the
  *   broker refuses a request for such a reason, its records are sent one by one to find the
@@ -19,12 +18,28 @@
  * - anything else (not authorised, topic missing while the broker does not create topics): fatal,
  *   reported to `health` at once — at start too, before any event flows — and send() rejects.
  */
-import { ConfigResourceTypes, type Message, Partitioners } from "kafkajs";
+import {
+  compatibilityPartitioner,
+  type MessageToProduce,
+  ProduceAcks,
+  Producer,
+  stringSerializers,
+} from "@platformatic/kafka";
 import { RuntimeError } from "../errors.ts";
-import { createKafka, describeKafkaError, kafkaErrorType, retryKafka } from "./client.ts";
 import { logLine } from "../log.ts";
 import { Backoff, Health } from "../pipeline/health.ts";
 import type { OutRecord, Refusal, Sink } from "../pipeline/types.ts";
+import {
+  baseClientOptions,
+  describeKafkaError,
+  isRetriableKafkaError,
+  kafkaErrorType,
+  retryKafka,
+} from "./client.ts";
+
+/** Compression codecs of the Kafka sink (`compression=`): all built into the client (wasm or zlib). */
+export const COMPRESSIONS = ["none", "gzip", "snappy", "lz4", "zstd"] as const;
+export type Compression = typeof COMPRESSIONS[number];
 
 export interface KafkaSinkOptions {
   /** Bootstrap brokers as host:port. Example: `["127.0.0.1:9092"]`. */
@@ -38,6 +53,8 @@ export interface KafkaSinkOptions {
    * Kafka's default `max.message.bytes` is 1 MiB for a whole record batch. Default 1,000,000.
    */
   maxRecordBytes?: number;
+  /** Record batch compression. Default "none". */
+  compression?: Compression;
   /** Where outages and fatal failures are reported. */
   health?: Health;
 }
@@ -78,27 +95,43 @@ export function createKafkaSink(options: KafkaSinkOptions): Sink {
   const maxRecordBytes = options.maxRecordBytes ?? DEFAULT_MAX_RECORD_BYTES;
   const health = options.health ?? new Health(undefined, logLine);
   const part = `Kafka sink ${brokers.join(",")}`;
-  const kafka = createKafka(brokers, options.clientId);
-  const producer = kafka.producer({
-    idempotent: true, // the broker drops duplicates of retried requests
-    // kafkajs implements KIP-98's first idempotent producer, which assumes one request in flight
-    // (it also serialises produce requests per broker with a lock).
-    maxInFlightRequests: 1,
-    // Explicit: Kafka's Java-compatible murmur2 key partitioning (and no kafkajs v2 warning).
-    createPartitioner: Partitioners.DefaultPartitioner,
-    // Bounded like the client's, unlike kafkajs's default for idempotent producers (forever):
-    // withRetry() retries beyond that, with health reporting and --give-up-after.
-    retry: { retries: 3, initialRetryTime: 300, maxRetryTime: 2000 },
-  });
   const backoff = new Backoff(health.retry);
+  const producer = new Producer({
+    ...baseClientOptions(brokers, options.clientId),
+    serializers: stringSerializers,
+    // The broker drops duplicates of a retried request (same producer id and sequence numbers). The
+    // library then sends one request at a time per broker, and keeps call order.
+    idempotent: true,
+    acks: ProduceAcks.ALL,
+    // Kafka's Java-compatible murmur2 key partitioning: a key lands where a Java producer puts it.
+    partitioner: compatibilityPartitioner,
+    // A topic that does not exist yet is created on first use where the broker allows it (checkTopic
+    // found out at start); without this the library waits for it for ever.
+    autocreateTopics: true,
+    compression: options.compression === "none" ? undefined : options.compression,
+    // The library retries a failed produce request itself, with the same sequence numbers, so that the
+    // broker deduplicates; for an idempotent producer, without limit. Each retry is reported here:
+    // the status line shows the outage, and --give-up-after ends it (close() aborts the retries).
+    retryDelay: (_client: unknown, _operation: string, _attempt: number, _retries: number, error: Error) => {
+      if (!closed && isRetriableKafkaError(error)) {
+        health.waiting(part, describeKafkaError(error, brokers, topic));
+      }
+      return backoff.next();
+    },
+  });
   let failure: Error | undefined;
   const fail = (e: unknown): Error => {
-    failure ??= e instanceof RuntimeError
-      ? e
-      : new RuntimeError(`Kafka sink: ${describeKafkaError(e, brokers, topic)}`);
+    failure ??= health.fatalError ??
+      (e instanceof RuntimeError
+        ? e
+        : new RuntimeError(`Kafka sink: ${describeKafkaError(e, brokers, topic)}`));
     health.fatal(failure);
     return failure;
   };
+  let producerClosed: Promise<void> | undefined;
+  const closeProducer = () => producerClosed ??= producer.close().catch(() => {});
+  // A fatal failure anywhere ends the run: stop the library's retries now.
+  health.onFatal(() => void closeProducer());
   const queue: Pending[] = [];
   let draining: Promise<void> | undefined; // drain() while it runs
   let closed = false;
@@ -118,57 +151,45 @@ export function createKafkaSink(options: KafkaSinkOptions): Sink {
    * (Unknown with auto-creation off, or not authorised, is fatal; an unreachable broker is waited out.)
    */
   async function checkTopic(): Promise<void> {
-    const admin = kafka.admin();
-    await withRetry(() => admin.connect());
-    try {
-      const known = await withRetry(async () => {
+    const lookup = (autocreateTopics: boolean) =>
+      withRetry(async () => {
         try {
-          await admin.fetchTopicMetadata({ topics: [topic] });
+          await producer.metadata({ topics: [topic], autocreateTopics, forceUpdate: true, retries: 0 });
           return true;
         } catch (e) {
-          if (kafkaErrorType(e) === "UNKNOWN_TOPIC_OR_PARTITION") return false;
+          const type = kafkaErrorType(e);
+          if (type === "UNKNOWN_TOPIC_OR_PARTITION") return false;
+          // Just created: it has no leader for a moment. Sends wait for it.
+          if (autocreateTopics && type === "LEADER_NOT_AVAILABLE") return true;
           throw e;
         }
       });
-      if (known) return;
-      const cluster = await withRetry(() => admin.describeCluster());
-      const configs = await withRetry(() =>
-        admin.describeConfigs({
-          resources: [{
-            type: ConfigResourceTypes.BROKER,
-            name: String(cluster.controller ?? cluster.brokers[0].nodeId),
-          }],
-          includeSynonyms: false,
-        })
-      );
-      const entry = configs.resources[0]?.configEntries.find((c) =>
-        c.configName === "auto.create.topics.enable"
-      );
-      if (entry?.configValue === "false") {
-        throw new RuntimeError(
-          `Kafka sink: topic "${topic}" does not exist on Kafka at ${
-            brokers.join(",")
-          } and the broker does ` +
-            `not create topics (auto.create.topics.enable=false): create it first (e.g. kafka-topics.sh --create)`,
-        );
-      }
-    } finally {
-      await admin.disconnect().catch(() => {});
+    if (await lookup(false)) return;
+    // Asking with auto-creation creates it where the broker allows, but the answer says unknown until
+    // the controller has made it (a few ms): look again for a while before calling it missing.
+    for (let i = 0; i < 15; i++) {
+      if (await lookup(true)) return;
+      await new Promise((resolve) => setTimeout(resolve, 200));
     }
+    throw new RuntimeError(
+      `Kafka sink: topic "${topic}" does not exist on Kafka at ${brokers.join(",")} and the broker does ` +
+        `not create topics (auto.create.topics.enable=false): create it first (e.g. kafka-topics.sh --create)`,
+    );
   }
 
   // Connect eagerly, so that the first send does not pay for it and a fatal problem surfaces now.
   const connected = (async () => {
-    await withRetry(() => producer.connect());
     await checkTopic();
   })().catch((e) => {
     if (!closed) fail(e);
   });
 
   /** Sends one request's messages; resolves with those (indices into `messages`) refused for good. */
-  async function sendRequest(messages: Message[]): Promise<Refusal[]> {
+  async function sendRequest(
+    messages: MessageToProduce<string, string, string, string>[],
+  ): Promise<Refusal[]> {
     try {
-      await withRetry(() => producer.send({ topic, messages, acks: -1 }));
+      await withRetry(() => producer.send({ messages }));
       return [];
     } catch (e) {
       const type = kafkaErrorType(e) ?? "";
@@ -187,7 +208,7 @@ export function createKafkaSink(options: KafkaSinkOptions): Sink {
   async function drain(): Promise<void> {
     await connected;
     while (queue.length > 0 && failure === undefined) {
-      const messages: Message[] = [];
+      const messages: MessageToProduce<string, string, string, string>[] = [];
       const origins: { p: Pending; index: number }[] = [];
       const done: Pending[] = [];
       let bytes = 0;
@@ -206,7 +227,7 @@ export function createKafkaSink(options: KafkaSinkOptions): Sink {
             continue;
           }
           bytes += size;
-          messages.push({ key: r.key ?? null, value: r.value, headers: r.headers });
+          messages.push({ topic, key: r.key, value: r.value, headers: r.headers });
           origins.push({ p, index });
         }
         if (p.next < p.records.length) break; // the rest goes in the next request
@@ -243,10 +264,14 @@ export function createKafkaSink(options: KafkaSinkOptions): Sink {
 
     async close() {
       if (closed) return;
-      closed = true; // ends retries: what is not durable now stays unacknowledged
+      closed = true;
+      // Normally nothing is pending here (the pipeline closes sinks after the last ack). At a
+      // shutdown timeout a request may still be retried: closing the producer ends its retries, and what
+      // is not durable now stays unacknowledged.
+      if (draining !== undefined) await closeProducer();
       await connected;
       await draining;
-      await producer.disconnect();
+      await closeProducer();
     },
   };
 }

@@ -70,7 +70,7 @@ export async function openTarget(url: string): Promise<SimTarget> {
     }
     case "kafka": {
       const q = readQuery(FLAG, endpoint.params, ["client-id"]);
-      // Loaded on demand: kafkajs is not needed for the other targets.
+      // Loaded on demand: the Kafka client is not needed for the other targets.
       const { createKafkaSink } = await import("../kafka/sink.ts");
       const sink = createKafkaSink({
         brokers: endpoint.brokers,

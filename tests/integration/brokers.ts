@@ -1,21 +1,14 @@
 /** Shared helpers for tests against the real brokers started by scripts/services.sh. */
-import { Kafka, logLevel } from "kafkajs";
-import { patchKafkajsIdlePolling } from "../../src/kafka/client.ts";
+import type { Kafka } from "kafkajs";
 import mqtt from "mqtt";
-
-// kafkajs 2.2.4 re-arms a negative-delay timer after every response (see src/kafka/client.ts).
-patchKafkajsIdlePolling();
+import { testKafka } from "./kafkajs.ts";
 
 export const KAFKA_BROKERS = (Deno.env.get("EDGEINFER_KAFKA_BROKERS") ?? "127.0.0.1:9092").split(",");
 export const MQTT_URL = Deno.env.get("EDGEINFER_MQTT_URL") ?? "mqtt://127.0.0.1:1883";
 /** host:port form for edgeinfer URLs. */
 export const MQTT_HOSTPORT = MQTT_URL.replace(/^mqtt:\/\//, "");
 
-export const kafka = new Kafka({
-  clientId: "edgeinfer-tests",
-  brokers: KAFKA_BROKERS,
-  logLevel: logLevel.NOTHING,
-});
+export const kafka = testKafka(KAFKA_BROKERS, "edgeinfer-tests");
 
 export function uniqueName(prefix: string): string {
   return `${prefix}-${crypto.randomUUID().slice(0, 8)}`;
