@@ -168,7 +168,9 @@ export async function benchCommand(argv: string[]): Promise<void> {
           progress(
             p.phase === "warm-up"
               ? `${at}: warming up, then measuring for ${formatSeconds(durationMs)}`
-              : `${at}: ${(p.elapsedMs / 1000).toFixed(1)} of ${formatSeconds(durationMs)}, ${p.calls} calls`,
+              : `${at}: ${(p.elapsedMs / 1000).toFixed(1)} of ${
+                (durationMs / 1000).toFixed(1)
+              } s, ${p.calls} calls`,
             p.phase === "warm-up",
           );
         },
