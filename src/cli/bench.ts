@@ -152,7 +152,7 @@ export async function benchCommand(argv: string[]): Promise<void> {
           );
         }
         pool = decoded.rows;
-        inputLabel = `${decoded.count} rows of ${f.input}`;
+        inputLabel = `${decoded.count} rows of ${f.input === "-" ? "stdin" : f.input}`;
       } else {
         pool = randomRows(Math.max(4096, 2 * Math.max(...batchSizes)), model.width);
       }
