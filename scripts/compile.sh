@@ -33,8 +33,11 @@ fi
 
 "$deno" install --quiet
 mkdir -p "$(dirname "$out")"
+# The V8 heap bound is part of the binary (as in the edgeinfer task): peak RSS stays under ~200 MB at
+# full load (README, Memory).
 "$deno" compile \
   --allow-read --allow-write --allow-net --allow-env --allow-ffi --allow-sys --allow-run \
+  --v8-flags=--max-old-space-size=192,--max-semi-space-size=8 \
   --include models \
   --self-extracting \
   --output "$out" \

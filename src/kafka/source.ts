@@ -15,7 +15,7 @@
  *
  * Memory: the events held (fetched, not yet acknowledged) and their bytes are bounded: once either
  * limit is reached the stream is paused (the library fetches no more). One fetch response (`maxBytes`,
- * a quarter of the byte bound, 1–10 MiB) may come on top.
+ * a quarter of the byte bound, at most 1 MiB) may come on top.
  */
 import {
   Consumer,
@@ -95,8 +95,10 @@ export function createKafkaSource(options: KafkaSourceOptions): Source {
     ...baseClientOptions(brokers, options.clientId),
     groupId,
     autocommit: false,
-    // One fetch response comes on top of what is held: keep it a fraction of the byte bound.
-    maxBytes: Math.max(1 << 20, Math.min(10 << 20, Math.floor(maxHeldBytes / 4))),
+    // One fetch response comes on top of what is held: keep it a fraction of the byte bound. The
+    // library turns a whole response into message objects at once: 1 MiB (~3,000 car events) is as
+    // fast as 10 MiB here and keeps the heap small.
+    maxBytes: Math.max(64 << 10, Math.min(1 << 20, Math.floor(maxHeldBytes / 4))),
     maxWaitTime: MAX_WAIT_MS,
     // A member that vanished (crash, broker restart) blocks the group's next rebalance until its
     // session expires; 10 s heals faster than the library's 60 s. Heartbeats run on their own timer.
