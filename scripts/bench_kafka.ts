@@ -2,7 +2,10 @@
  * Throughput of the Kafka source and sink against a real broker (scripts/services.sh up).
  *
  *   .tools/node_modules/.bin/deno run -A scripts/bench_kafka.ts [--messages 200000] [--batch 256]
- *       [--partitions 3] [--in-flight 4] [--brokers 127.0.0.1:9092]
+ *       [--partitions 3] [--in-flight 4] [--compression zstd] [--brokers 127.0.0.1:9092]
+ *
+ * Only the product's source and sink are measured; the topics, the pre-filled input and the committed
+ * offsets are made and read with plain @platformatic/kafka clients (Admin, Producer) outside the timings.
  *
  * source: consume and ack N small messages (pre-produced), from the first event to the last;
  *         then close() (final commit), checked against the group's committed offsets.
@@ -10,10 +13,10 @@
  *         and with --in-flight sends outstanding (what the pipeline does), each to a new topic.
  */
 import { parseArgs } from "node:util";
-import { Partitioners } from "kafkajs";
-import { createKafka } from "../src/kafka/client.ts";
+import { Admin, ProduceAcks, Producer, stringSerializers } from "@platformatic/kafka";
 import type { OutRecord } from "../src/pipeline/types.ts";
-import { createKafkaSink } from "../src/kafka/sink.ts";
+import { type Compression, COMPRESSIONS, createKafkaSink } from "../src/kafka/sink.ts";
+import { DEFAULT_COMPRESSION } from "../src/kafka/connect.ts";
 import { createKafkaSource } from "../src/kafka/source.ts";
 
 const { values: args } = parseArgs({
@@ -22,6 +25,7 @@ const { values: args } = parseArgs({
     batch: { type: "string", default: "256" },
     partitions: { type: "string", default: "3" },
     "in-flight": { type: "string", default: "4" },
+    compression: { type: "string", default: DEFAULT_COMPRESSION },
     brokers: { type: "string", default: Deno.env.get("EDGEINFER_KAFKA_BROKERS") ?? "127.0.0.1:9092" },
   },
 });
@@ -30,13 +34,16 @@ const BATCH = Number(args.batch);
 const PARTITIONS = Number(args.partitions);
 const IN_FLIGHT = Number(args["in-flight"]);
 const brokers = args.brokers.split(",");
-const kafka = createKafka(brokers, "edgeinfer-bench");
-const admin = kafka.admin();
-await admin.connect();
+const compression = args.compression as Compression;
+if (!COMPRESSIONS.includes(compression)) {
+  throw new Error(`--compression must be one of ${COMPRESSIONS.join(", ")}`);
+}
+const clientOptions = { clientId: "edgeinfer-bench", bootstrapBrokers: brokers };
+const admin = new Admin(clientOptions);
 
 async function newTopic(): Promise<string> {
   const topic = `edgeinfer-bench-${crypto.randomUUID().slice(0, 8)}`;
-  await admin.createTopics({ topics: [{ topic, numPartitions: PARTITIONS }], waitForLeaders: true });
+  await admin.createTopics({ topics: [topic], partitions: PARTITIONS, replicas: 1 });
   return topic;
 }
 
@@ -45,18 +52,23 @@ const rate = (n: number, ms: number) => `${Math.round(n / (ms / 1000)).toLocaleS
 // --- source ---------------------------------------------------------------------------------
 {
   const topic = await newTopic();
-  const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
-  await producer.connect();
+  // Topic just created: the producer's metadata lookups wait for its leaders.
+  const producer = new Producer({
+    ...clientOptions,
+    serializers: stringSerializers,
+    acks: ProduceAcks.ALL,
+    retries: 10,
+  });
   const payload = (i: number) =>
     JSON.stringify({ id: i, speed: 87.5, rpm: 2400, coolant: 91.2, battery: 12.6, ts: 1795666998123 });
   for (let i = 0; i < N; i += 5000) {
     const messages = [];
     for (let j = i; j < Math.min(N, i + 5000); j++) {
-      messages.push({ key: `car-${j % 1000}`, value: payload(j) });
+      messages.push({ topic, key: `car-${j % 1000}`, value: payload(j) });
     }
-    await producer.send({ topic, messages });
+    await producer.send({ messages });
   }
-  await producer.disconnect();
+  await producer.close();
 
   const groupId = `edgeinfer-bench-${crypto.randomUUID().slice(0, 8)}`;
   const source = createKafkaSource({
@@ -82,8 +94,10 @@ const rate = (n: number, ms: number) => `${Math.round(n / (ms / 1000)).toLocaleS
   controller.abort();
   await source.close();
   const closed = performance.now();
-  const [offsets] = await admin.fetchOffsets({ groupId, topics: [topic] });
-  const committed = offsets.partitions.reduce((sum, p) => sum + Number(p.offset), 0);
+  const [group] = await admin.listConsumerGroupOffsets({ groups: [groupId] });
+  const committed = group.topics.filter((t) => t.name === topic)
+    .flatMap((t) => t.partitions)
+    .reduce((sum, p) => sum + Math.max(0, Number(p.committedOffset)), 0);
   console.log(
     `source: ${got} messages (${payload(0).length} B) in ${chunks} chunks, ${PARTITIONS} partitions: ` +
       `${rate(got, end - first)} (first event after ${Math.round(first - t0)} ms: connect+join; ` +
@@ -112,7 +126,7 @@ for (let i = 0; i < N; i++) {
 }
 for (const inFlight of [1, IN_FLIGHT]) {
   const topic = await newTopic();
-  const sink = createKafkaSink({ brokers, topic, clientId: "edgeinfer-bench" });
+  const sink = createKafkaSink({ brokers, topic, clientId: "edgeinfer-bench", compression });
   await sink.send(records.slice(0, 1)); // connect outside the measurement
   const t0 = performance.now();
   const outstanding = new Set<Promise<void>>();
@@ -128,8 +142,8 @@ for (const inFlight of [1, IN_FLIGHT]) {
   await sink.close();
   console.log(
     `sink: ${N} records (${records[0].value.length} B + headers), batches of ${BATCH}, ` +
-      `${inFlight} send(s) in flight, acks=all idempotent: ${rate(N, ms)}`,
+      `${inFlight} send(s) in flight, acks=all idempotent, compression=${compression}: ${rate(N, ms)}`,
   );
   await admin.deleteTopics({ topics: [topic] });
 }
-await admin.disconnect();
+await admin.close();

@@ -7,5 +7,4 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/ensure_deno.sh
 bash scripts/services.sh up
-export KAFKAJS_NO_PARTITIONER_WARNING=1
 "$DENO" run --allow-all scripts/demo.ts "$@"

@@ -4,8 +4,9 @@
  *   simulated fleet ──MQTT QoS 1──► Mosquitto ──► edgeinfer run (models/car-anomaly.onnx) ──► Kafka
  *
  * then reads every prediction back from Kafka and prints a summary: events in and out, anomalies,
- * precision/recall against the simulator's ground truth, end-to-end latency (event ts → prediction
- * appended to Kafka, the topic uses LogAppendTime) and throughput.
+ * precision/recall against the simulator's ground truth, end-to-end latency (event ts → the prediction's
+ * Kafka timestamp: CreateTime, stamped by edgeinfer's sink as it builds the produce request; the record is
+ * durable one acks=all round trip later) and throughput. Kafka is read with @platformatic/kafka.
  *
  *   deno run -A scripts/demo.ts [--cars 1000] [--duration 30] [--rate 3000] [--seed 2001]
  *
@@ -13,12 +14,8 @@
  * precision and recall can be compared with the model card's.
  */
 import { parseArgs } from "node:util";
-import { Kafka, logLevel } from "kafkajs";
-import { patchKafkajsIdlePolling } from "../src/kafka/client.ts";
+import { Admin, Consumer, MessagesStreamModes, stringDeserializers } from "@platformatic/kafka";
 import mqtt from "mqtt";
-
-// kafkajs 2.2.4 re-arms a negative-delay timer after every response (see src/kafka/client.ts).
-patchKafkajsIdlePolling();
 
 const { values } = parseArgs({
   options: {
@@ -58,23 +55,11 @@ const deadLetters = `car-dead-letters-${tag}`;
 const clientId = `edgeinfer-demo-${tag}`;
 const say = (message: string) => console.error(`demo: ${message}`);
 
-// 1. Topics: predictions stamped by the broker when appended, so latency ends at "durable".
-const kafka = new Kafka({
-  clientId: "edgeinfer-demo",
-  brokers: values.kafka!.split(","),
-  logLevel: logLevel.NOTHING,
-});
-const admin = kafka.admin();
-await admin.connect();
-await admin.createTopics({
-  waitForLeaders: true,
-  topics: [predictions, deadLetters].map((topic) => ({
-    topic,
-    numPartitions: 3,
-    configEntries: [{ name: "message.timestamp.type", value: "LogAppendTime" }],
-  })),
-});
-await admin.disconnect();
+// 1. Topics.
+const kafkaClient = { clientId: "edgeinfer-demo", bootstrapBrokers: values.kafka!.split(",") };
+const admin = new Admin(kafkaClient);
+await admin.createTopics({ topics: [predictions, deadLetters], partitions: 3, replicas: 1 });
+await admin.close();
 
 // 2. edgeinfer's persistent MQTT session exists before the fleet starts, so nothing published
 //    while edgeinfer is still starting up is lost (the broker queues it).
@@ -175,23 +160,24 @@ interface Prediction {
   event_ts: number;
 }
 async function readAll(topic: string, count: number): Promise<{ value: string; appendedAt: number }[]> {
-  const consumer = kafka.consumer({ groupId: `demo-reader-${tag}-${topic}` });
+  const consumer = new Consumer({
+    ...kafkaClient,
+    groupId: `demo-reader-${tag}-${topic}`,
+    deserializers: stringDeserializers,
+    autocommit: false,
+    maxWaitTime: 250,
+  });
   const out: { value: string; appendedAt: number }[] = [];
-  await consumer.connect();
-  await consumer.subscribe({ topic, fromBeginning: true });
+  const stream = await consumer.consume({ topics: [topic], mode: MessagesStreamModes.EARLIEST });
   let lastArrival = Date.now();
-  await consumer.run({
-    eachBatch: ({ batch }) => {
-      for (const m of batch.messages) {
-        out.push({ value: m.value!.toString(), appendedAt: Number(m.timestamp) });
-      }
-      lastArrival = Date.now();
-      return Promise.resolve();
-    },
+  stream.on("data", (m) => {
+    out.push({ value: m.value ?? "", appendedAt: Number(m.timestamp) });
+    lastArrival = Date.now();
   });
   // Until all expected records are in, or nothing new came for 5 s.
   while (out.length < count && Date.now() - lastArrival < 5000) await new Promise((r) => setTimeout(r, 100));
-  await consumer.disconnect();
+  await stream.close();
+  await consumer.close(true);
   return out;
 }
 const records = await readAll(predictions, expected);
@@ -238,7 +224,7 @@ edgeinfer demo summary (${cars} cars, ${duration} s at ${rate} events/s)
 }
   latency p50 / p99 / max   ${pct(0.5)} / ${pct(0.99)} / ${
   latencies.at(-1)
-} ms   (event ts → prediction appended to Kafka)
+} ms   (event ts → prediction sent to Kafka)
   throughput                ${
   Math.round(records.length / Math.max((lastAppend - firstAppend) / 1000, 1e-3))
 } predictions/s while the fleet ran; ${wall.toFixed(1)} s in all

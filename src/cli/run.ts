@@ -36,8 +36,9 @@ Where events come from and go
                             login: username=, password-file=PATH or EDGEINFER_MQTT_PASSWORD (never argv)
                           kafka://host:port[,host:port]/<topic>[?group=edgeinfer&from=earliest]
                           file:<path> (one event per line) or - (stdin); these end the run at EOF
-  --sink URL              kafka://host:port/<topic>[?max-record-bytes=1000000], file:<path> (fsynced
-                          per batch) or - (stdout, the default)
+  --sink URL              kafka://host:port/<topic>[?compression=zstd&max-record-bytes=1000000]
+                            compression: none, gzip, snappy, lz4 or zstd (the default)
+                          file:<path> (fsynced per batch) or - (stdout, the default)
   --dlq URL               dead-letter sink for events that cannot be scored (same forms as --sink);
                           without it they are counted and each kind of error is logged once
 

@@ -10,6 +10,12 @@ import { createKafkaSource } from "./source.ts";
 
 type KafkaEndpoint = Extract<Endpoint, { kind: "kafka" }>;
 
+/**
+ * The sink URL's codec when it names none. zstd: on the car stream it sends 11× fewer bytes under load
+ * (6.6× at 3000 events/s) for at most ~1.3 µs more CPU per event than none (README, "Compression").
+ */
+export const DEFAULT_COMPRESSION: Compression = "zstd";
+
 export function kafkaSource(flag: string, endpoint: KafkaEndpoint, limits: SourceLimits): Source {
   const q = readQuery(flag, endpoint.params, ["group", "from", "client-id"]);
   return createKafkaSource({
@@ -36,7 +42,7 @@ export function kafkaSink(flag: string, endpoint: KafkaEndpoint, options: { heal
     topic: endpoint.topic,
     clientId: q.get("client-id") ?? "edgeinfer",
     maxRecordBytes: maxRecordBytes === undefined ? undefined : Number(maxRecordBytes),
-    compression: oneOf(flag, "compression", q.get("compression"), [...COMPRESSIONS], "none") as Compression,
+    compression: oneOf(flag, "compression", q.get("compression"), [...COMPRESSIONS], DEFAULT_COMPRESSION),
     health: options.health,
   });
 }
