@@ -46,11 +46,13 @@ function rssMb(pid: number): number {
   }
 }
 
+// edgeinfer is started the way `deno task edgeinfer` starts it: same permissions and V8 heap flags.
+const task = String(JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`)).tasks?.edgeinfer ?? "")
+  .split(/\s+/).filter((a) => a !== "");
+if (task[0] !== "deno" || task.at(-1) !== "main.ts") throw new Error(`deno.json has no "edgeinfer" task`);
 const run = new Deno.Command(Deno.execPath(), {
   args: [
-    "run",
-    ...permissions,
-    "main.ts",
+    ...task.slice(1),
     "run",
     "--model",
     "models/car-anomaly.onnx",
@@ -99,17 +101,27 @@ const sims = Array.from({ length: publishers }, (_, i) =>
       "0",
       "--seed",
       String(i + 1),
-      "--quiet",
       ...bound,
       "--target",
       `mqtt://127.0.0.1:1883/${base}/{car}/sensors`,
     ],
     cwd: ROOT,
     stdout: "null",
-    stderr: "inherit",
+    stderr: "piped",
   }).spawn());
+// Each simulator's last line says how many events it sent and how fast; errors are passed through.
+const simSent: { sent: number; seconds: number }[] = [];
+const simsDone = Promise.all(sims.map(async (sim) => {
+  const text = await new Response(sim.stderr).text();
+  for (const line of text.split("\n")) {
+    if (/error|failed|refused/i.test(line)) console.log(`  ${line.replace(/^edgeinfer: /, "")}`);
+  }
+  const m = /simulate: sent (\d+) events .* in ([\d.]+) s/.exec(text);
+  if (m) simSent.push({ sent: Number(m[1]), seconds: Number(m[2]) });
+  await sim.status;
+}));
 let publishing = true;
-Promise.all(sims.map((s) => s.status)).then(() => publishing = false);
+simsDone.then(() => publishing = false);
 
 let peak = 0;
 let peakWhilePublishing = 0;
@@ -156,9 +168,20 @@ console.log(
     `${Math.max(...lastMinute).toFixed(0)} MB`,
 );
 console.log(`  publishing lasted         ${publishedAt.toFixed(0)} s`);
+const offered = simSent.reduce((a, x) => a + x.sent, 0);
+const offeredRate = simSent.reduce((a, x) => a + x.sent / x.seconds, 0);
+console.log(
+  `  offered (published, QoS 1) ${offered} events, ${
+    Math.round(offeredRate)
+  }/s (sum over ${simSent.length} simulators)`,
+);
 console.log(`  MQTT reconnects           ${reconnects}`);
 if (done) {
-  console.log(`  events acked              ${done[1]}`);
+  console.log(
+    `  events acked              ${done[1]} (${
+      /done: \d+ events acked \((\d+)\/s\)/.exec(stderr)?.[1]
+    }/s overall)`,
+  );
   console.log(
     `  peak in flight            ${done[2]} batches / ${done[3]} events (bound ${done[4]} / ${done[5]})`,
   );
