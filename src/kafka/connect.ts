@@ -54,7 +54,7 @@ export interface ExactlyOnce {
   sink: Sink;
   deadLetter: Sink | undefined;
   /** For the pipeline: commit a transaction every intervalMs. */
-  transaction: { intervalMs: number; commit(): Promise<void> };
+  transaction: { intervalMs: number; commit(): Promise<"committed" | "rewound"> };
   transactions: KafkaTransactions;
 }
 
@@ -107,6 +107,7 @@ export function exactlyOnce(
     transactional: true,
   });
   const maxRecordBytes = q.get("max-record-bytes");
+  let streamsSeen = 1; // the first stream
   const transactions = new KafkaTransactions({
     brokers: sink.brokers,
     clientId: q.get("client-id") ?? "edgeinfer",
@@ -121,7 +122,20 @@ export function exactlyOnce(
     deadLetter: dlq?.kind === "kafka" ? transactions.sink(dlq.topic) : undefined,
     transaction: {
       intervalMs: TRANSACTION_INTERVAL_MS,
-      commit: () => transactions.commit(kafkaSource.takeTransactionOffsets()),
+      commit: async () => {
+        // A new stream since the last commit (a rebalance, an outage): the acknowledgements of the
+        // events whose records are in this transaction may have been forgotten, so committing could
+        // write their records twice. Abort instead, and read again from the committed offsets. The
+        // same when the broker declared the transaction abortable.
+        if (kafkaSource.streams !== streamsSeen || transactions.doomed) {
+          await transactions.abort();
+          kafkaSource.rewind();
+          streamsSeen = kafkaSource.streams;
+          return "rewound";
+        }
+        await transactions.commit(kafkaSource.takeTransactionOffsets());
+        return "committed";
+      },
     },
     transactions,
   };

@@ -72,6 +72,13 @@ export interface GroupOffsets {
 export interface KafkaSource extends Source {
   /** Offsets acknowledged since the last call; undefined while the source has no group generation. */
   takeTransactionOffsets(): GroupOffsets | undefined;
+  /**
+   * Counts the streams opened (one per group generation, outage or rewind): when it changed, events
+   * acknowledged since were forgotten and will be read again.
+   */
+  readonly streams: number;
+  /** Forgets everything not committed and reads again from the committed offsets (a new stream). */
+  rewind(): void;
 }
 
 type RawMessage = Message<Buffer, Buffer, Buffer, Buffer>;
@@ -291,6 +298,14 @@ export function createKafkaSource(options: KafkaSourceOptions): KafkaSource {
 
   return {
     description: `kafka://${brokers.join(",")}/${topic}?group=${groupId}`,
+
+    get streams() {
+      return generation;
+    },
+
+    rewind() {
+      reopen();
+    },
 
     takeTransactionOffsets(): GroupOffsets | undefined {
       const { memberId, generationId, coordinatorId } = consumer;

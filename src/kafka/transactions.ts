@@ -10,11 +10,18 @@
  * waits until every batch in flight is written and acknowledged, then calls commit(). So every record
  * in a transaction belongs to an event whose offset the same transaction commits.
  */
-import { compatibilityPartitioner, Producer, stringSerializers } from "@platformatic/kafka";
+import { compatibilityPartitioner, kListApis, Producer, stringSerializers } from "@platformatic/kafka";
 import { RuntimeError } from "../errors.ts";
 import { Backoff, type Health } from "../pipeline/health.ts";
 import type { OutRecord, Refusal, Sink } from "../pipeline/types.ts";
-import { baseClientOptions, describeKafkaError, isRetriableKafkaError } from "./client.ts";
+import {
+  baseClientOptions,
+  describeKafkaError,
+  ensureTopic,
+  isRetriableKafkaError,
+  kafkaErrorType,
+  retryKafka,
+} from "./client.ts";
 import { DEFAULT_MAX_RECORD_BYTES } from "./sink.ts";
 import type { GroupOffsets } from "./source.ts";
 
@@ -32,6 +39,30 @@ export interface KafkaTransactionsOptions {
 
 type StringTransaction = Awaited<ReturnType<Producer<string, string, string, string>["beginTransaction"]>>;
 
+/** Retry delay after CONCURRENT_TRANSACTIONS (the Java client's retry.backoff.ms is 100). */
+const CONCURRENT_RETRY_MS = 20;
+
+/**
+ * @platformatic/kafka 2.12.1 sends AddPartitionsToTxn at the highest version the broker lists, v5 on
+ * Kafka 4.x; v4+ is the brokers' batched verification form, and Kafka 4.4 answers a client's second
+ * transaction in it with CONCURRENT_TRANSACTIONS for ever (the transaction is in CompleteCommit). v3 is
+ * what clients use (the Java client, kafkajs v1): cap it in the API versions the client reads.
+ */
+function capAddPartitionsToTxn(producer: object): void {
+  type Api = { name: string; minVersion: number; maxVersion: number };
+  const target = producer as Record<symbol, (callback: (error: Error | null, apis?: Api[]) => void) => void>;
+  const listApis = target[kListApis].bind(producer);
+  target[kListApis] = (callback) =>
+    listApis((error, apis) =>
+      callback(
+        error,
+        apis?.map((api) =>
+          api.name === "AddPartitionsToTxn" ? { ...api, maxVersion: Math.min(api.maxVersion, 3) } : api
+        ),
+      )
+    );
+}
+
 function approxSize(r: OutRecord): number {
   let n = 32 + r.value.length + (r.key?.length ?? 0);
   for (const k in r.headers) n += k.length + r.headers[k].length + 4;
@@ -47,6 +78,13 @@ export class KafkaTransactions {
   private sending: Promise<void> = Promise.resolve();
   private failure: Error | undefined;
   private closed = false;
+  private readonly topics: string[] = [];
+  private topicsChecked: Promise<void> | undefined;
+  /**
+   * Set when the broker answered TRANSACTION_ABORTABLE: the open transaction can only be aborted. Sends
+   * are skipped until then; the next commit() must abort and rewind the source (see `doomed`).
+   */
+  doomed = false;
   /** Transactions committed (for the summary). */
   committed = 0;
 
@@ -58,6 +96,11 @@ export class KafkaTransactions {
       serializers: stringSerializers,
       idempotent: true,
       transactionalId: o.transactionalId,
+      // "A new producer" in InitProducerId (KIP-360). The library's default (0, 0) claims to be producer
+      // 0 at epoch 0, which the coordinator answers with PRODUCER_FENCED once the id has a history (a
+      // restart after a crash): exactly when fencing the previous process must work.
+      producerId: -1n,
+      producerEpoch: -1,
       partitioner: compatibilityPartitioner,
       autocreateTopics: true,
       // The library retries retriable failures for ever (same sequence numbers); each one is reported.
@@ -68,17 +111,22 @@ export class KafkaTransactions {
         _retries: number,
         error: Error,
       ) => {
+        // The previous transaction's markers are still being written (a few ms after its commit): the
+        // normal case for back-to-back transactions, retried soon and not reported.
+        if (kafkaErrorType(error) === "CONCURRENT_TRANSACTIONS") return CONCURRENT_RETRY_MS;
         if (!this.closed && isRetriableKafkaError(error)) {
           o.health.waiting(this.part, describeKafkaError(error, o.brokers, "(transaction)"));
         }
         return this.backoff.next();
       },
     });
+    capAddPartitionsToTxn(this.producer);
     o.health.onFatal(() => void this.producer.close().catch(() => {}));
   }
 
   /** A sink whose records go into the current transaction. */
   sink(topic: string): Sink {
+    this.topics.push(topic);
     return {
       description: `kafka://${this.o.brokers.join(",")}/${topic} (exactly once)`,
       send: (records) => this.send(topic, records),
@@ -87,8 +135,30 @@ export class KafkaTransactions {
   }
 
   private current(): Promise<StringTransaction> {
-    this.transaction ??= this.producer.beginTransaction();
+    this.transaction ??= this.ready().then(() => this.producer.beginTransaction());
     return this.transaction;
+  }
+
+  /** The topics exist (or were created) before the first transaction: see ensureTopic. */
+  private ready(): Promise<void> {
+    this.topicsChecked ??= Promise.all(this.topics.map((topic) =>
+      ensureTopic(
+        this.producer,
+        (attempt) =>
+          retryKafka(attempt, {
+            part: this.part,
+            health: this.o.health,
+            backoff: this.backoff,
+            brokers: this.o.brokers,
+            topic,
+            stopped: () => this.closed || this.failure !== undefined,
+          }),
+        this.o.brokers,
+        topic,
+        "Kafka (exactly once)",
+      )
+    )).then(() => {});
+    return this.topicsChecked;
   }
 
   private fail(e: unknown): Error {
@@ -128,13 +198,20 @@ export class KafkaTransactions {
     try {
       await previous;
       const transaction = await this.current();
+      if (this.doomed) return refused; // aborted at the next commit; the events are read again
       await transaction.send({ messages });
       this.backoff.reset();
       this.o.health.recovered(this.part);
       return refused;
     } catch (e) {
-      // A transaction with a failed write cannot commit: the run ends, the transaction is aborted,
-      // and the next run reads its events again.
+      // The broker gave up on this transaction (e.g. a partition it could not verify): abort it at the
+      // next commit and read its events again.
+      if (kafkaErrorType(e) === "TRANSACTION_ABORTABLE") {
+        this.doomed = true;
+        return refused;
+      }
+      // Any other failed write: the transaction cannot commit; the run ends, the transaction is
+      // aborted, and the next run reads its events again.
       throw this.fail(e);
     } finally {
       done();
@@ -172,6 +249,20 @@ export class KafkaTransactions {
       await transaction.commit();
       this.transaction = undefined;
       this.committed++;
+    } catch (e) {
+      throw this.fail(e);
+    }
+  }
+
+  /** Aborts the open transaction, if any: read_committed consumers never see its records. */
+  async abort(): Promise<void> {
+    if (this.failure) throw this.failure;
+    const open = this.transaction;
+    this.transaction = undefined;
+    this.doomed = false;
+    if (open === undefined) return;
+    try {
+      await (await open).abort();
     } catch (e) {
       throw this.fail(e);
     }

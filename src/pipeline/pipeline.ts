@@ -34,7 +34,7 @@ export interface PipelineOptions {
    * every batch in flight is durable and acknowledged, then calls `commit` (which commits the
    * transaction holding those records with the acknowledged offsets).
    */
-  transaction?: { intervalMs: number; commit(): Promise<void> };
+  transaction?: { intervalMs: number; commit(): Promise<"committed" | "rewound"> };
 }
 
 /** Default payload bytes kept in a dead-letter record (--dlq-payload-bytes). */
@@ -61,6 +61,8 @@ export class Pipeline {
   private readonly stop = new AbortController();
   /** Set while a transaction commits: no event is taken until it resolves. */
   private gate: Promise<void> | undefined;
+  /** Set when a transaction was aborted and the source rewound (see PipelineOptions.transaction). */
+  private rewound = false;
 
   constructor(private readonly o: PipelineOptions) {
     this.input = new Float32Array(o.batchSize * o.model.width);
@@ -91,10 +93,17 @@ export class Pipeline {
       for await (const chunk of source.events(stop.signal)) {
         stats.firstEventAt ??= performance.now();
         for (let i = 0; i < chunk.length && stats.events !== maxEvents; i++) {
-          if (this.gate) await this.gate; // a transaction is committing
           // The in-flight bound holds inside a chunk too (a Kafka fetch or one socket read may carry
           // thousands of events): at the limit, wait before taking the next event.
           if (this.inFlight.size >= maxInFlight) await this.capacity();
+          // A transaction is committing: nothing may enter the batcher until it is done (checked after
+          // the capacity wait, which ends while the commit drains the batches in flight).
+          while (this.gate) await this.gate;
+          if (this.rewound) {
+            // The source reads again from its committed offsets: the rest of this chunk comes again.
+            this.rewound = false;
+            break;
+          }
           if (this.failure || stop.signal.aborted) break;
           stats.events++;
           batcher.add(chunk[i]);
@@ -141,7 +150,7 @@ export class Pipeline {
       try {
         batcher.flush();
         await this.drain(undefined);
-        if (!this.failure) await transaction.commit();
+        if (!this.failure && await transaction.commit() === "rewound") this.rewound = true;
       } catch (err) {
         this.fail(err instanceof Error ? err : new Error(String(err)));
       } finally {

@@ -3,7 +3,11 @@
  * that creates topics, produces test input, reads the product's output and the group's committed
  * offsets. A second implementation of the protocol checking the first one's work.
  */
-import { Kafka, logLevel } from "kafkajs";
+import zlib from "node:zlib";
+import { Buffer } from "node:buffer";
+import { CompressionCodecs, CompressionTypes, Kafka, logLevel } from "kafkajs";
+import SnappyJS from "snappyjs";
+import LZ4 from "lz4js";
 // kafkajs internals, for patchKafkajsIdlePolling() only (the module instance kafkajs itself uses).
 import RequestQueue from "kafkajs/src/network/requestQueue/index.js";
 
@@ -32,9 +36,36 @@ export function patchKafkajsIdlePolling(): boolean {
   return true;
 }
 
-/** A quiet kafkajs client for the tests (errors only; short retries). */
+/** A kafkajs codec that only reads (the verifier produces no compressed records). */
+const decoder = (decompress: (b: Buffer) => Uint8Array) => () => ({
+  compress: () => Promise.reject(new Error("the kafkajs verifier only decompresses")),
+  decompress: (b: Buffer) => Promise.resolve(Buffer.from(decompress(b))),
+});
+const XERIAL = Buffer.from([0x82, 0x53, 0x4e, 0x41, 0x50, 0x50, 0x59, 0x00]);
+
+/**
+ * kafkajs reads gzip by itself; snappy, lz4 and zstd need codecs (edgeinfer's sink compresses with zstd
+ * by default). Registered here with decoders independent of the product's (which are
+ * @platformatic/wasm-utils' snappy and lz4, node:zlib's zstd): snappyjs and lz4js, pure JavaScript, and
+ * node:zlib's zstd decompressor.
+ */
+export function registerKafkajsCodecs(): void {
+  CompressionCodecs[CompressionTypes.Snappy] = decoder((b) => {
+    if (!b.subarray(0, 8).equals(XERIAL)) return SnappyJS.uncompress(b);
+    const chunks: Uint8Array[] = []; // Java clients' xerial framing: 16-byte header, length-prefixed chunks
+    for (let at = 16; at < b.length; at += 4 + b.readUInt32BE(at)) {
+      chunks.push(SnappyJS.uncompress(b.subarray(at + 4, at + 4 + b.readUInt32BE(at))));
+    }
+    return Buffer.concat(chunks);
+  });
+  CompressionCodecs[CompressionTypes.LZ4] = decoder((b) => Uint8Array.from(LZ4.decompress(b)));
+  CompressionCodecs[CompressionTypes.ZSTD] = decoder((b) => zlib.zstdDecompressSync(b));
+}
+
+/** A quiet kafkajs client for the tests (errors only; short retries), reading every codec. */
 export function testKafka(brokers: string[], clientId = "edgeinfer-test"): Kafka {
   patchKafkajsIdlePolling();
+  registerKafkajsCodecs();
   return new Kafka({
     brokers,
     clientId,
