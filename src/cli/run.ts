@@ -9,6 +9,7 @@ import { Pipeline } from "../pipeline/pipeline.ts";
 import { Stats } from "../pipeline/stats.ts";
 import type { Sink } from "../pipeline/types.ts";
 import { createSink, createSource } from "../connectors.ts";
+import { exactlyOnce } from "../kafka/connect.ts";
 import { DEFAULT_RETRY, Health, type RetryPolicy } from "../pipeline/health.ts";
 import { durationFlag, intFlag, listFlag, numberFlag, parseFlags } from "./args.ts";
 import { onShutdownSignal } from "./signals.ts";
@@ -54,6 +55,12 @@ Batching and delivery
   --dlq-payload-bytes N   payload bytes embedded in a dead-letter record; the original's size and
                           sha256 are always recorded (default 65536)
   --threads N             ONNX Runtime intra-op threads (default 1)
+  --exactly-once          Kafka → Kafka only: each batch's predictions, dead letters and source
+                          offsets are committed in one Kafka transaction (every 100 ms), so a
+                          read_committed consumer sees each event once, through crashes and restarts.
+                          The transactional id (sink URL transactional-id=, default
+                          edgeinfer-<group>-<source topic>-<hostname>) must be stable across restarts
+                          and differ between instances
 
 Outages and shutdown
   --retry-max-backoff D   a retriable failure (broker down, restarting, timeout) is retried for
@@ -102,6 +109,7 @@ export async function runCommand(argv: string[]): Promise<void> {
     "shutdown-timeout": { type: "string" },
     threads: { type: "string" },
     quiet: { type: "boolean", default: false },
+    "exactly-once": { type: "boolean", default: false },
     "status-every": { type: "string" },
   });
 
@@ -153,13 +161,17 @@ export async function runCommand(argv: string[]): Promise<void> {
   // Validate every URL before connecting anywhere, so a typo fails fast.
   // The memory bound: every batch that may await the sink, plus the one being filled (also the
   // MQTT receive window), and the payload bytes of those events.
-  const source = createSource(f.source, {
+  const limits = {
     maxHeldEvents: batchSize * (maxInFlight + 1),
     maxHeldBytes,
     maxPayloadBytes,
     keepOversizeBytes: deadLetterPayloadBytes,
     health,
-  });
+  };
+  const eos = f["exactly-once"]
+    ? exactlyOnce({ source: f.source, sink: f.sink!, dlq: f.dlq }, limits)
+    : undefined;
+  const source = eos?.source ?? createSource(f.source, limits);
   const model = await Model.load(f.model, {
     features: listFlag(f.features),
     threshold: numberFlag("threshold", f.threshold),
@@ -222,15 +234,28 @@ export async function runCommand(argv: string[]): Promise<void> {
   let status: ReturnType<typeof setInterval> | undefined;
   try {
     const sinkOptions = { health };
-    const sink = await createSink("--sink", f.sink!, sinkOptions);
+    const sink = eos?.sink ?? await createSink("--sink", f.sink!, sinkOptions);
     sinks.push(sink);
-    const deadLetter = f.dlq === undefined ? undefined : await createSink("--dlq", f.dlq, sinkOptions);
+    const deadLetter = eos
+      ? eos.deadLetter
+      : f.dlq === undefined
+      ? undefined
+      : await createSink("--dlq", f.dlq, sinkOptions);
     if (deadLetter) sinks.push(deadLetter);
+    // Exactly once: the transactions' producer is closed with the sinks (an open transaction is aborted).
+    if (eos) {
+      sinks.push({
+        description: "Kafka transactions",
+        send: () => Promise.resolve(),
+        close: () => eos.transactions.close(),
+      });
+    }
 
     log(
       `model ${model.name}${model.version ? ` v${model.version}` : ""} (${model.width} features` +
         `${model.threshold === undefined ? ", no threshold" : `, threshold ${model.threshold}`}); ` +
-        `${source.description} → ${sink.description}; batch ${batchSize}, linger ${lingerMs} ms`,
+        `${source.description} → ${sink.description}; batch ${batchSize}, linger ${lingerMs} ms` +
+        (eos ? `; exactly once (a transaction every ${eos.transaction.intervalMs} ms)` : ""),
     );
     if (!f.quiet) {
       let last = { acked: 0, at: performance.now() };
@@ -257,6 +282,7 @@ export async function runCommand(argv: string[]): Promise<void> {
       stats,
       log,
       health,
+      transaction: eos?.transaction,
     });
     let closeError: string | undefined;
     try {

@@ -7,7 +7,8 @@
  * NetworkErrors (connection refused, closed, timed out) and ProtocolErrors (Kafka's error codes, in
  * `apiId`, e.g. "MESSAGE_TOO_LARGE"), each with `canRetry`.
  */
-import { MultipleErrors } from "@platformatic/kafka";
+import { type Base, MultipleErrors } from "@platformatic/kafka";
+import { RuntimeError } from "../errors.ts";
 import type { Backoff, Health } from "../pipeline/health.ts";
 
 /** Library settings every client of ours uses. */
@@ -156,4 +157,41 @@ export async function retryKafka<T>(attempt: () => Promise<T>, r: KafkaRetry): P
       if (r.stopped() || r.health.fatalError !== undefined) throw e;
     }
   }
+}
+
+/**
+ * At start, before any event flows: `topic` must exist or be creatable. Unknown with auto-creation
+ * off (or not authorised) is fatal; an unreachable broker is waited out by `withRetry`.
+ */
+export async function ensureTopic(
+  client: Pick<Base, "metadata">,
+  withRetry: <T>(attempt: () => Promise<T>) => Promise<T>,
+  brokers: string[],
+  topic: string,
+  who: string,
+): Promise<void> {
+  const lookup = (autocreateTopics: boolean) =>
+    withRetry(async () => {
+      try {
+        await client.metadata({ topics: [topic], autocreateTopics, forceUpdate: true, retries: 0 });
+        return true;
+      } catch (e) {
+        const type = kafkaErrorType(e);
+        if (type === "UNKNOWN_TOPIC_OR_PARTITION") return false;
+        // Just created: it has no leader for a moment. Sends wait for it.
+        if (autocreateTopics && type === "LEADER_NOT_AVAILABLE") return true;
+        throw e;
+      }
+    });
+  if (await lookup(false)) return;
+  // Asking with auto-creation creates it where the broker allows, but the answer says unknown until
+  // the controller has made it (a few ms): look again for a while before calling it missing.
+  for (let i = 0; i < 15; i++) {
+    if (await lookup(true)) return;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  throw new RuntimeError(
+    `${who}: topic "${topic}" does not exist on Kafka at ${brokers.join(",")} and the broker does ` +
+      `not create topics (auto.create.topics.enable=false): create it first (e.g. kafka-topics.sh --create)`,
+  );
 }

@@ -1,5 +1,5 @@
 /** The kafka:// URL's parameters, read into the Kafka source and sink options. */
-import type { Endpoint } from "../config/endpoint.ts";
+import { type Endpoint, parseEndpoint } from "../config/endpoint.ts";
 import { oneOf, readQuery } from "../config/query.ts";
 import { UsageError } from "../errors.ts";
 import type { Health } from "../pipeline/health.ts";
@@ -7,6 +7,7 @@ import type { Sink, Source } from "../pipeline/types.ts";
 import type { SourceLimits } from "../connectors.ts";
 import { type Compression, COMPRESSIONS, createKafkaSink, DEFAULT_MAX_RECORD_BYTES } from "./sink.ts";
 import { createKafkaSource } from "./source.ts";
+import { KafkaTransactions } from "./transactions.ts";
 
 type KafkaEndpoint = Extract<Endpoint, { kind: "kafka" }>;
 
@@ -45,4 +46,97 @@ export function kafkaSink(flag: string, endpoint: KafkaEndpoint, options: { heal
     compression: oneOf(flag, "compression", q.get("compression"), [...COMPRESSIONS], DEFAULT_COMPRESSION),
     health: options.health,
   });
+}
+
+/** The parts of an exactly-once Kafka → Kafka run (--exactly-once). */
+export interface ExactlyOnce {
+  source: Source;
+  sink: Sink;
+  deadLetter: Sink | undefined;
+  /** For the pipeline: commit a transaction every intervalMs. */
+  transaction: { intervalMs: number; commit(): Promise<"committed" | "rewound"> };
+  transactions: KafkaTransactions;
+}
+
+/** How often a transaction is committed (Kafka Streams' default commit.interval.ms with exactly-once). */
+export const TRANSACTION_INTERVAL_MS = 100;
+
+/**
+ * Builds the source, sink and dead-letter sink of an exactly-once run. Throws UsageError unless all
+ * are Kafka topics on the same brokers (a transaction spans one cluster).
+ */
+export function exactlyOnce(
+  urls: { source: string; sink: string; dlq: string | undefined },
+  limits: SourceLimits & { health: Health },
+): ExactlyOnce {
+  const refuse = (flag: string, what: string) =>
+    new UsageError(
+      `--exactly-once needs ${flag} to be ${what}: a Kafka transaction commits the output records and the ` +
+        `input offsets together, which MQTT and files cannot take part in (without --exactly-once, delivery ` +
+        `is at least once)`,
+    );
+  const source = parseEndpoint("--source", urls.source);
+  if (source.kind !== "kafka") throw refuse("--source", "a Kafka topic (kafka://…)");
+  const sink = parseEndpoint("--sink", urls.sink);
+  if (sink.kind !== "kafka") throw refuse("--sink", "a Kafka topic (kafka://…)");
+  const dlq = urls.dlq === undefined ? undefined : parseEndpoint("--dlq", urls.dlq);
+  if (dlq !== undefined && dlq.kind !== "kafka") throw refuse("--dlq", "a Kafka topic (kafka://…) or absent");
+  const cluster = (brokers: string[]) => [...brokers].sort().join(",");
+  for (const [flag, e] of [["--sink", sink], ["--dlq", dlq]] as const) {
+    if (e?.kind === "kafka" && cluster(e.brokers) !== cluster(source.brokers)) {
+      throw new UsageError(
+        `--exactly-once needs ${flag} on the source's brokers (${
+          source.brokers.join(",")
+        }): one transaction ` +
+          `spans one Kafka cluster`,
+      );
+    }
+  }
+  const sq = readQuery("--source", source.params, ["group", "from", "client-id"]);
+  const q = readQuery("--sink", sink.params, ["client-id", "max-record-bytes", "transactional-id"]);
+  if (dlq?.kind === "kafka") readQuery("--dlq", dlq.params, []);
+  const groupId = sq.get("group") ?? "edgeinfer";
+  const kafkaSource = createKafkaSource({
+    brokers: source.brokers,
+    topic: source.topic,
+    groupId,
+    clientId: sq.get("client-id") ?? "edgeinfer",
+    fromBeginning:
+      oneOf("--source", "from", sq.get("from"), ["earliest", "latest"], "earliest") === "earliest",
+    ...limits,
+    transactional: true,
+  });
+  const maxRecordBytes = q.get("max-record-bytes");
+  let streamsSeen = 1; // the first stream
+  const transactions = new KafkaTransactions({
+    brokers: sink.brokers,
+    clientId: q.get("client-id") ?? "edgeinfer",
+    // Stable across restarts (the new process fences the old one), different for every gateway.
+    transactionalId: q.get("transactional-id") ?? `edgeinfer-${groupId}-${source.topic}-${Deno.hostname()}`,
+    maxRecordBytes: maxRecordBytes === undefined ? undefined : Number(maxRecordBytes),
+    health: limits.health,
+  });
+  return {
+    source: kafkaSource,
+    sink: transactions.sink(sink.topic),
+    deadLetter: dlq?.kind === "kafka" ? transactions.sink(dlq.topic) : undefined,
+    transaction: {
+      intervalMs: TRANSACTION_INTERVAL_MS,
+      commit: async () => {
+        // A new stream since the last commit (a rebalance, an outage): the acknowledgements of the
+        // events whose records are in this transaction may have been forgotten, so committing could
+        // write their records twice. Abort instead, and read again from the committed offsets. The
+        // same when the broker declared the transaction abortable.
+        if (kafkaSource.streams !== streamsSeen || transactions.doomed) {
+          await transactions.abort();
+          kafkaSource.rewind();
+          streamsSeen = kafkaSource.streams;
+          return "rewound";
+        }
+        await transactions.commit(kafkaSource.takeTransactionOffsets());
+        return "committed";
+      },
+    },
+    transactions,
+  };
 }

@@ -32,6 +32,7 @@ import type { OutRecord, Refusal, Sink } from "../pipeline/types.ts";
 import {
   baseClientOptions,
   describeKafkaError,
+  ensureTopic,
   isRetriableKafkaError,
   kafkaErrorType,
   retryKafka,
@@ -146,40 +147,9 @@ export function createKafkaSink(options: KafkaSinkOptions): Sink {
       stopped: () => closed || failure !== undefined,
     });
 
-  /**
-   * At start, before any event flows: the topic must exist or be creatable, and be ours to write.
-   * (Unknown with auto-creation off, or not authorised, is fatal; an unreachable broker is waited out.)
-   */
-  async function checkTopic(): Promise<void> {
-    const lookup = (autocreateTopics: boolean) =>
-      withRetry(async () => {
-        try {
-          await producer.metadata({ topics: [topic], autocreateTopics, forceUpdate: true, retries: 0 });
-          return true;
-        } catch (e) {
-          const type = kafkaErrorType(e);
-          if (type === "UNKNOWN_TOPIC_OR_PARTITION") return false;
-          // Just created: it has no leader for a moment. Sends wait for it.
-          if (autocreateTopics && type === "LEADER_NOT_AVAILABLE") return true;
-          throw e;
-        }
-      });
-    if (await lookup(false)) return;
-    // Asking with auto-creation creates it where the broker allows, but the answer says unknown until
-    // the controller has made it (a few ms): look again for a while before calling it missing.
-    for (let i = 0; i < 15; i++) {
-      if (await lookup(true)) return;
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
-    throw new RuntimeError(
-      `Kafka sink: topic "${topic}" does not exist on Kafka at ${brokers.join(",")} and the broker does ` +
-        `not create topics (auto.create.topics.enable=false): create it first (e.g. kafka-topics.sh --create)`,
-    );
-  }
-
   // Connect eagerly, so that the first send does not pay for it and a fatal problem surfaces now.
   const connected = (async () => {
-    await checkTopic();
+    await ensureTopic(producer, withRetry, brokers, topic, "Kafka sink");
   })().catch((e) => {
     if (!closed) fail(e);
   });

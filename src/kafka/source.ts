@@ -52,6 +52,33 @@ export interface KafkaSourceOptions {
   keepOversizeBytes?: number;
   /** Where outages and fatal failures are reported. */
   health?: Health;
+  /**
+   * Exactly once: the source commits nothing itself; the acknowledged offsets go into the sink's
+   * Kafka transaction (takeTransactionOffsets), committed with the records they produced.
+   */
+  transactional?: boolean;
+}
+
+/** What a transaction needs to commit a consumer group's offsets (and fence a stale member). */
+export interface GroupOffsets {
+  groupId: string;
+  generationId: number;
+  memberId: string;
+  coordinatorId: number;
+  topic: string;
+  offsets: PartitionOffset[];
+}
+
+export interface KafkaSource extends Source {
+  /** Offsets acknowledged since the last call; undefined while the source has no group generation. */
+  takeTransactionOffsets(): GroupOffsets | undefined;
+  /**
+   * Counts the streams opened (one per group generation, outage or rewind): when it changed, events
+   * acknowledged since were forgotten and will be read again.
+   */
+  readonly streams: number;
+  /** Forgets everything not committed and reads again from the committed offsets (a new stream). */
+  rewind(): void;
 }
 
 type RawMessage = Message<Buffer, Buffer, Buffer, Buffer>;
@@ -84,7 +111,7 @@ class KafkaEvent implements SourceEvent {
   }
 }
 
-export function createKafkaSource(options: KafkaSourceOptions): Source {
+export function createKafkaSource(options: KafkaSourceOptions): KafkaSource {
   const { brokers, topic, groupId, fromBeginning } = options;
   const maxHeldEvents = options.maxHeldEvents ?? 1280;
   const maxHeldBytes = options.maxHeldBytes ?? 64 * 1024 * 1024;
@@ -272,6 +299,20 @@ export function createKafkaSource(options: KafkaSourceOptions): Source {
   return {
     description: `kafka://${brokers.join(",")}/${topic}?group=${groupId}`,
 
+    get streams() {
+      return generation;
+    },
+
+    rewind() {
+      reopen();
+    },
+
+    takeTransactionOffsets(): GroupOffsets | undefined {
+      const { memberId, generationId, coordinatorId } = consumer;
+      if (stream === undefined || memberId == null || coordinatorId == null) return undefined;
+      return { groupId, generationId, memberId, coordinatorId, topic, offsets: tracker.takeCommits() };
+    },
+
     async *events(signal: AbortSignal): AsyncIterable<SourceEvent[]> {
       if (iterated) throw new Error("KafkaSource.events() can be iterated only once");
       iterated = true;
@@ -292,7 +333,7 @@ export function createKafkaSource(options: KafkaSourceOptions): Source {
           fail(e);
           throw failure;
         }
-        commitTimer = setInterval(commitAcked, COMMIT_INTERVAL_MS);
+        if (!options.transactional) commitTimer = setInterval(commitAcked, COMMIT_INTERVAL_MS);
         while (!signal.aborted && !closed) {
           // While paused, chunks fetched before the pause stay queued too.
           const next = paused ? undefined : queue.shift();
@@ -329,13 +370,15 @@ export function createKafkaSource(options: KafkaSourceOptions): Source {
       clearInterval(commitTimer);
       await commitInFlight;
       await reopening;
-      if (stream !== undefined) {
+      if (stream !== undefined && !options.transactional) {
         const offsets = tracker.committableOffsets();
         if (offsets.length > 0) {
           await commit(offsets).catch((e) =>
             logLine(`kafka: final offset commit failed: ${describeKafkaError(e, brokers, topic)}`)
           );
         }
+      }
+      if (stream !== undefined) {
         stream.removeAllListeners("data");
         await stream.close().catch(() => {});
       }

@@ -29,6 +29,12 @@ export interface PipelineOptions {
   log: (message: string) => void;
   /** Where sources and sinks report fatal failures; the run stops at once on one. */
   health?: Health;
+  /**
+   * Exactly once: every `intervalMs` (and at the end) the pipeline stops taking events, waits until
+   * every batch in flight is durable and acknowledged, then calls `commit` (which commits the
+   * transaction holding those records with the acknowledged offsets).
+   */
+  transaction?: { intervalMs: number; commit(): Promise<"committed" | "rewound"> };
 }
 
 /** Default payload bytes kept in a dead-letter record (--dlq-payload-bytes). */
@@ -53,6 +59,10 @@ export class Pipeline {
   private failure: Error | undefined;
   private readonly loggedDropKinds = new Set<string>();
   private readonly stop = new AbortController();
+  /** Set while a transaction commits: no event is taken until it resolves. */
+  private gate: Promise<void> | undefined;
+  /** Set when a transaction was aborted and the source rewound (see PipelineOptions.transaction). */
+  private rewound = false;
 
   constructor(private readonly o: PipelineOptions) {
     this.input = new Float32Array(o.batchSize * o.model.width);
@@ -76,6 +86,9 @@ export class Pipeline {
       this.o.lingerMs,
       (batch) => this.dispatch(batch),
     );
+    const committing = this.o.transaction
+      ? this.commitEvery(this.o.transaction, batcher, stop.signal)
+      : undefined;
     try {
       for await (const chunk of source.events(stop.signal)) {
         stats.firstEventAt ??= performance.now();
@@ -83,6 +96,14 @@ export class Pipeline {
           // The in-flight bound holds inside a chunk too (a Kafka fetch or one socket read may carry
           // thousands of events): at the limit, wait before taking the next event.
           if (this.inFlight.size >= maxInFlight) await this.capacity();
+          // A transaction is committing: nothing may enter the batcher until it is done (checked after
+          // the capacity wait, which ends while the commit drains the batches in flight).
+          while (this.gate) await this.gate;
+          if (this.rewound) {
+            // The source reads again from its committed offsets: the rest of this chunk comes again.
+            this.rewound = false;
+            break;
+          }
           if (this.failure || stop.signal.aborted) break;
           stats.events++;
           batcher.add(chunk[i]);
@@ -97,9 +118,46 @@ export class Pipeline {
       // Flush what the batcher holds unless a part failed: then nothing more can become durable.
       if (this.failure) batcher.discard();
       else batcher.flush();
+      await committing;
       if (!this.failure) await this.drain(abandon);
+      // The last transaction: only when everything was acknowledged (not after a shutdown deadline).
+      if (this.o.transaction && !this.failure && this.inFlight.size === 0) {
+        await this.o.transaction.commit().catch((err) => this.fail(err));
+      }
     }
     if (this.failure) throw this.failure;
+  }
+
+  /** Commits a transaction every `intervalMs` until `stopped`: see PipelineOptions.transaction. */
+  private async commitEvery(
+    transaction: NonNullable<PipelineOptions["transaction"]>,
+    batcher: Batcher<SourceEvent>,
+    stopped: AbortSignal,
+  ): Promise<void> {
+    while (!stopped.aborted && !this.failure) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, transaction.intervalMs);
+        stopped.addEventListener("abort", done, { once: true });
+        function done() {
+          clearTimeout(timer);
+          stopped.removeEventListener("abort", done);
+          resolve();
+        }
+      });
+      if (stopped.aborted || this.failure) return;
+      let open!: () => void;
+      this.gate = new Promise((resolve) => open = resolve);
+      try {
+        batcher.flush();
+        await this.drain(undefined);
+        if (!this.failure && await transaction.commit() === "rewound") this.rewound = true;
+      } catch (err) {
+        this.fail(err instanceof Error ? err : new Error(String(err)));
+      } finally {
+        this.gate = undefined;
+        open();
+      }
+    }
   }
 
   /** Waits for the batches in flight, or until `abandon` aborts. */
