@@ -93,7 +93,12 @@ export function exactlyOnce(
     }
   }
   const sq = readQuery("--source", source.params, ["group", "from", "client-id"]);
-  const q = readQuery("--sink", sink.params, ["client-id", "max-record-bytes", "transactional-id"]);
+  const q = readQuery("--sink", sink.params, [
+    "client-id",
+    "max-record-bytes",
+    "compression",
+    "transactional-id",
+  ]);
   if (dlq?.kind === "kafka") readQuery("--dlq", dlq.params, []);
   const groupId = sq.get("group") ?? "edgeinfer";
   const kafkaSource = createKafkaSource({
@@ -113,6 +118,7 @@ export function exactlyOnce(
     clientId: q.get("client-id") ?? "edgeinfer",
     // Stable across restarts (the new process fences the old one), different for every gateway.
     transactionalId: q.get("transactional-id") ?? `edgeinfer-${groupId}-${source.topic}-${Deno.hostname()}`,
+    compression: oneOf("--sink", "compression", q.get("compression"), [...COMPRESSIONS], DEFAULT_COMPRESSION),
     maxRecordBytes: maxRecordBytes === undefined ? undefined : Number(maxRecordBytes),
     health: limits.health,
   });

@@ -22,7 +22,7 @@ import {
   kafkaErrorType,
   retryKafka,
 } from "./client.ts";
-import { DEFAULT_MAX_RECORD_BYTES } from "./sink.ts";
+import { type Compression, DEFAULT_MAX_RECORD_BYTES } from "./sink.ts";
 import type { GroupOffsets } from "./source.ts";
 
 export interface KafkaTransactionsOptions {
@@ -34,6 +34,8 @@ export interface KafkaTransactionsOptions {
    */
   transactionalId: string;
   maxRecordBytes?: number;
+  /** Record batch compression (the --sink URL's compression=). */
+  compression: Compression;
   health: Health;
 }
 
@@ -103,6 +105,7 @@ export class KafkaTransactions {
       producerEpoch: -1,
       partitioner: compatibilityPartitioner,
       autocreateTopics: true,
+      compression: o.compression === "none" ? undefined : o.compression,
       // The library retries retriable failures for ever (same sequence numbers); each one is reported.
       retryDelay: (
         _client: unknown,
