@@ -133,13 +133,21 @@ export function exactlyOnce(
         // events whose records are in this transaction may have been forgotten, so committing could
         // write their records twice. Abort instead, and read again from the committed offsets. The
         // same when the broker declared the transaction abortable.
-        if (kafkaSource.streams !== streamsSeen || transactions.doomed) {
+        const rewind = async () => {
           await transactions.abort();
           kafkaSource.rewind();
           streamsSeen = kafkaSource.streams;
-          return "rewound";
-        }
-        await transactions.commit(kafkaSource.takeTransactionOffsets());
+          return "rewound" as const;
+        };
+        if (kafkaSource.streams !== streamsSeen || transactions.doomed) return await rewind();
+        // The consumer does not know its group coordinator or membership right now (the library forgets
+        // the coordinator on a network error, e.g. a broker restart, until its next heartbeat finds it):
+        // the offsets of the events whose records are in this transaction cannot be committed with them.
+        // Committing the records alone would write them a second time when those events are read again
+        // (after a crash or rebalance before the next commit). Abort and read them again instead.
+        const offsets = kafkaSource.takeTransactionOffsets();
+        if (offsets === undefined && transactions.open) return await rewind();
+        await transactions.commit(offsets);
         return "committed";
       },
     },

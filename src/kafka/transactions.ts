@@ -127,6 +127,11 @@ export class KafkaTransactions {
     o.health.onFatal(() => void this.producer.close().catch(() => {}));
   }
 
+  /** True while a transaction is open: records were (or are being) sent since the last commit or abort. */
+  get open(): boolean {
+    return this.transaction !== undefined;
+  }
+
   /** A sink whose records go into the current transaction. */
   sink(topic: string): Sink {
     this.topics.push(topic);

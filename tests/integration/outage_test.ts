@@ -199,6 +199,118 @@ Deno.test({
 });
 
 Deno.test({
+  name: "--exactly-once through a broker restart mid-stream: a read_committed consumer sees each event's " +
+    "prediction or dead letter exactly once",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await services("kafka-down").catch(() => {});
+    await services("kafka-up");
+    const input = uniqueName("eos-outage-in");
+    const out = uniqueName("eos-outage-out");
+    const dlq = uniqueName("eos-outage-dlq");
+    const group = uniqueName("edgeinfer");
+    const total = 4000;
+    const bad = (i: number) => i % 100 === 7; // 40 undecodable events: dead letters
+    const badCount = range(0, total).filter(bad).length;
+    await createTopic(input, 2, privateKafka);
+    await createTopic(out, 1, privateKafka);
+    await createTopic(dlq, 1, privateKafka);
+    await produce(
+      input,
+      range(0, total).map((i) => ({ key: `k${i % 5}`, value: bad(i) ? `not json ${i}` : json(i) })),
+      privateKafka,
+    );
+    const model = await linearModelFile({ features: ["a"], weights: [1], bias: 0 });
+    // The broker stops with a transaction open: the run retries it, or aborts it and reads its events
+    // again; either way the read_committed output must hold each event's record once.
+    const run = spawnCli([
+      "run",
+      "--model",
+      model,
+      "--source",
+      `kafka://${BROKER}/${input}?group=${group}`,
+      "--sink",
+      `kafka://${BROKER}/${out}`,
+      "--dlq",
+      `kafka://${BROKER}/${dlq}`,
+      "--exactly-once",
+      "--batch-size",
+      "4", // slow enough that the broker stops mid-stream, with a transaction open
+      "--status-every",
+      "0.2",
+      "--retry-max-backoff",
+      "2s",
+    ]);
+    let stopped = false;
+    let code: number | undefined;
+    try {
+      await run.waitForStderr(/status: [1-9]\d* events acked/);
+      const seen = run.stderr().length;
+      await services("kafka-stop");
+      stopped = true;
+      const downAt = Date.now();
+      // The fault bit: the run reports the outage (and had not acknowledged everything yet).
+      await waitForNewStderr(run, seen, /status: \d+ events acked.*waiting for Kafka /);
+      const during = run.stderr().slice(seen).match(/status: (\d+) events acked.*waiting for Kafka /)!;
+      assert.ok(Number(during[1]) < total, `stopped mid-stream (${during[1]} of ${total} events acked)`);
+      await sleep(Math.max(0, 12_000 - (Date.now() - downAt)));
+      assertRunning(run, "Kafka → Kafka (exactly once)");
+      await services("kafka-up");
+      stopped = false;
+      const upAt = Date.now();
+
+      const ends = await topicEnds(input, privateKafka);
+      const deadline = Date.now() + 90_000;
+      let committed = await committedOffsets(group, input, privateKafka);
+      while ([...ends].some(([p, o]) => committed.get(p) !== o) && Date.now() < deadline) {
+        await sleep(250);
+        committed = await committedOffsets(group, input, privateKafka);
+      }
+      assert.deepEqual(committed, ends, `offsets committed up to the end; stderr:\n${run.stderr()}`);
+      console.log(
+        `after a ${Math.round((upAt - downAt) / 1000)} s outage (${during[1]} of ${total} events acked ` +
+          `before it): committed to the end ${Date.now() - upAt} ms after Kafka was up`,
+      );
+    } finally {
+      // Leave the private Kafka up, as the next test expects.
+      if (stopped) await services("kafka-up").catch(() => {});
+      if (run.exited === undefined) run.child.kill("SIGTERM");
+      code = await run.exit();
+    }
+    assert.equal(code, 0, run.stderr());
+    assert.match(run.stderr(), /exactly once/);
+
+    // Read well past the expected count: a duplicate would show up as an extra record.
+    const predictions = await consume(out, total * 2, 6000, privateKafka);
+    const ids = predictions.map((r) => JSON.parse(r.value).id as number);
+    const counts = new Map<number, number>();
+    for (const id of ids) counts.set(id, (counts.get(id) ?? 0) + 1);
+    const twice = [...counts].filter(([, n]) => n > 1).map(([id]) => id);
+    const missing = range(0, total).filter((i) => !bad(i) && !counts.has(i));
+    const notes = run.stderr().split("\n").filter((l) => !/status:/.test(l)).join("\n");
+    assert.equal(
+      missing.length,
+      0,
+      `every good event predicted (missing e.g. ${missing.slice(0, 10)}):\n${notes}`,
+    );
+    assert.equal(
+      twice.length,
+      0,
+      `and only once (duplicated e.g. ${twice.slice(0, 10)} of ${ids.length} predictions):\n${notes}`,
+    );
+    assert.equal(ids.length, total - badCount);
+    const deadLetters = await consume(dlq, total, 4000, privateKafka);
+    const deadIds = deadLetters.map((r) => Number(/^not json (\d+)$/.exec(JSON.parse(r.value).payload)?.[1]));
+    assert.deepEqual(
+      [...deadIds].sort((a, b) => a - b),
+      range(0, total).filter(bad),
+      `every bad event has exactly one dead letter:\n${notes}`,
+    );
+  },
+});
+
+Deno.test({
   name: "A sink topic that does not exist (auto-creation off) ends the run at once with one line, " +
     "even with an idle source",
   sanitizeResources: false,
