@@ -41,6 +41,9 @@ export interface KafkaTransactionsOptions {
 
 type StringTransaction = Awaited<ReturnType<Producer<string, string, string, string>["beginTransaction"]>>;
 
+/** Transaction (and request) timeout of the transactional producer. */
+export const TRANSACTION_TIMEOUT_MS = 60_000;
+
 /** Retry delay after CONCURRENT_TRANSACTIONS (the Java client's retry.backoff.ms is 100). */
 const CONCURRENT_RETRY_MS = 20;
 
@@ -95,6 +98,10 @@ export class KafkaTransactions {
     this.backoff = new Backoff(o.health.retry);
     this.producer = new Producer({
       ...baseClientOptions(o.brokers, o.clientId),
+      // The library also sends this as the transaction timeout (InitProducerId): the coordinator aborts a
+      // transaction open longer, and the producer is then fenced. 60 s (the Java client's default) lets
+      // a transaction open when the broker went away commit after an outage of up to about a minute.
+      timeout: TRANSACTION_TIMEOUT_MS,
       serializers: stringSerializers,
       idempotent: true,
       transactionalId: o.transactionalId,
