@@ -55,6 +55,8 @@ Batching and delivery
   --dlq-payload-bytes N   payload bytes embedded in a dead-letter record; the original's size and
                           sha256 are always recorded (default 65536)
   --threads N             ONNX Runtime intra-op threads (default 1)
+  --trace-headers on|off  the Kafka headers edgeinfer-source and edgeinfer-model on each prediction
+                          (default on; off gains ~20 % Kafka → Kafka throughput)
   --exactly-once          Kafka → Kafka only: each batch's predictions, dead letters and source
                           offsets are committed in one Kafka transaction (every 100 ms), so a
                           read_committed consumer sees each event once, through crashes and restarts.
@@ -110,6 +112,7 @@ export async function runCommand(argv: string[]): Promise<void> {
     threads: { type: "string" },
     quiet: { type: "boolean", default: false },
     "exactly-once": { type: "boolean", default: false },
+    "trace-headers": { type: "string", default: "on" },
     "status-every": { type: "string" },
   });
 
@@ -125,6 +128,9 @@ export async function runCommand(argv: string[]): Promise<void> {
   const maxPayloadBytes = intFlag("max-payload-bytes", f["max-payload-bytes"], 1 << 20, 1);
   const maxHeldBytes = intFlag("max-held-bytes", f["max-held-bytes"], 64 << 20, 1);
   const deadLetterPayloadBytes = intFlag("dlq-payload-bytes", f["dlq-payload-bytes"], 64 << 10, 0);
+  if (f["trace-headers"] !== "on" && f["trace-headers"] !== "off") {
+    throw new UsageError(`--trace-headers must be on or off, got '${f["trace-headers"]}'`);
+  }
   const retry: RetryPolicy = {
     initialBackoffMs: DEFAULT_RETRY.initialBackoffMs,
     maxBackoffMs: durationFlag("retry-max-backoff", f["retry-max-backoff"], DEFAULT_RETRY.maxBackoffMs),
@@ -200,6 +206,7 @@ export async function runCommand(argv: string[]): Promise<void> {
     modelVersion: model.version,
     threshold: model.threshold,
     passthrough: passthrough.map((p) => p.name),
+    traceHeaders: f["trace-headers"] === "on",
   });
 
   const sinks: Sink[] = [];

@@ -7,7 +7,7 @@
  * NetworkErrors (connection refused, closed, timed out) and ProtocolErrors (Kafka's error codes, in
  * `apiId`, e.g. "MESSAGE_TOO_LARGE"), each with `canRetry`.
  */
-import { type Base, MultipleErrors } from "@platformatic/kafka";
+import { type Base, MultipleErrors, stringSerializer, stringSerializers } from "@platformatic/kafka";
 import { RuntimeError } from "../errors.ts";
 import type { Backoff, Health } from "../pipeline/health.ts";
 
@@ -23,6 +23,29 @@ export function baseClientOptions(brokers: string[], clientId: string) {
     metadataMaxAge: 60_000,
   };
 }
+
+/**
+ * String serializers for our records. Header names and most header values repeat on every record (the
+ * names, the model's name and version): their encodings are kept instead of encoding the same strings
+ * again for every record.
+ */
+export function recordSerializers() {
+  const cache = new Map<string, Buffer>();
+  const cached = (text?: string): Buffer | undefined => {
+    if (text === undefined) return undefined;
+    let bytes = cache.get(text);
+    if (bytes === undefined) {
+      bytes = stringSerializer(text)!;
+      // Unique values (the source header) fill it up: start again, the repeating ones come back at once.
+      if (cache.size >= CACHED_HEADER_STRINGS) cache.clear();
+      cache.set(text, bytes);
+    }
+    return bytes;
+  };
+  return { ...stringSerializers, headerKey: cached, headerValue: cached };
+}
+
+const CACHED_HEADER_STRINGS = 16;
 
 /** Every error in a library failure's tree (MultipleErrors' members and causes), outermost first. */
 function* errorsOf(e: unknown, depth = 0): Generator<Record<string, unknown>> {

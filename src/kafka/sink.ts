@@ -18,13 +18,7 @@
  * - anything else (not authorised, topic missing while the broker does not create topics): fatal,
  *   reported to `health` at once — at start too, before any event flows — and send() rejects.
  */
-import {
-  compatibilityPartitioner,
-  type MessageToProduce,
-  ProduceAcks,
-  Producer,
-  stringSerializers,
-} from "@platformatic/kafka";
+import { compatibilityPartitioner, type MessageToProduce, ProduceAcks, Producer } from "@platformatic/kafka";
 import { RuntimeError } from "../errors.ts";
 import { logLine } from "../log.ts";
 import { Backoff, Health } from "../pipeline/health.ts";
@@ -35,6 +29,7 @@ import {
   ensureTopic,
   isRetriableKafkaError,
   kafkaErrorType,
+  recordSerializers,
   retryKafka,
 } from "./client.ts";
 
@@ -99,7 +94,7 @@ export function createKafkaSink(options: KafkaSinkOptions): Sink {
   const backoff = new Backoff(health.retry);
   const producer = new Producer({
     ...baseClientOptions(brokers, options.clientId),
-    serializers: stringSerializers,
+    serializers: recordSerializers(),
     // The broker drops duplicates of a retried request (same producer id and sequence numbers). The
     // library then sends one request at a time per broker, and keeps call order.
     idempotent: true,

@@ -10,7 +10,7 @@
  * waits until every batch in flight is written and acknowledged, then calls commit(). So every record
  * in a transaction belongs to an event whose offset the same transaction commits.
  */
-import { compatibilityPartitioner, kListApis, Producer, stringSerializers } from "@platformatic/kafka";
+import { compatibilityPartitioner, kListApis, Producer } from "@platformatic/kafka";
 import { RuntimeError } from "../errors.ts";
 import { Backoff, type Health } from "../pipeline/health.ts";
 import type { OutRecord, Refusal, Sink } from "../pipeline/types.ts";
@@ -20,6 +20,7 @@ import {
   ensureTopic,
   isRetriableKafkaError,
   kafkaErrorType,
+  recordSerializers,
   retryKafka,
 } from "./client.ts";
 import { type Compression, DEFAULT_MAX_RECORD_BYTES } from "./sink.ts";
@@ -102,7 +103,7 @@ export class KafkaTransactions {
       // transaction open longer, and the producer is then fenced. 60 s (the Java client's default) lets
       // a transaction open when the broker went away commit after an outage of up to about a minute.
       timeout: TRANSACTION_TIMEOUT_MS,
-      serializers: stringSerializers,
+      serializers: recordSerializers(),
       idempotent: true,
       transactionalId: o.transactionalId,
       // "A new producer" in InitProducerId (KIP-360). The library's default (0, 0) claims to be producer

@@ -63,6 +63,10 @@ Deno.test("edgeinfer names bad commands, flags, URLs and model paths in one line
     /--format must be json or delimited, got 'xml'/,
   );
   assertUsageError(
+    await runCli(["run", "--model", model, "--source", "-", "--trace-headers", "maybe"]),
+    /--trace-headers must be on or off, got 'maybe'/,
+  );
+  assertUsageError(
     await runCli(["run", "--model", model, "--source", "-", "--sink", "mqtt://127.0.0.1:1883/out"]),
     /--sink cannot write to MQTT/,
   );

@@ -83,3 +83,17 @@ Deno.test("deadLetterRecord keeps the original payload and the reason", () => {
   );
   assert.equal(JSON.parse(binary.value).payload_base64, btoa("\xff\x00A"));
 });
+
+Deno.test("PredictionEncoder without trace headers gives records with no headers", () => {
+  const encoder = new PredictionEncoder({
+    modelName: "m",
+    modelVersion: "1",
+    threshold: undefined,
+    passthrough: [],
+    traceHeaders: false,
+  });
+  const origin = { kind: "kafka" as const, topic: "in", partition: 0, offset: "7" };
+  const record = encoder.encode({ id: undefined, key: undefined, passthrough: undefined }, "k", origin, 1, 2);
+  assert.deepEqual(record.headers, {});
+  assert.ok(Object.isFrozen(record.headers), "one shared, frozen empty object");
+});
