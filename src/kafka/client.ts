@@ -7,7 +7,7 @@
  * NetworkErrors (connection refused, closed, timed out) and ProtocolErrors (Kafka's error codes, in
  * `apiId`, e.g. "MESSAGE_TOO_LARGE"), each with `canRetry`.
  */
-import { type Base, MultipleErrors, stringSerializer, stringSerializers } from "@platformatic/kafka";
+import { type Base, MultipleErrors, stringSerializer } from "@platformatic/kafka";
 import { RuntimeError } from "../errors.ts";
 import type { Backoff, Health } from "../pipeline/health.ts";
 
@@ -25,27 +25,40 @@ export function baseClientOptions(brokers: string[], clientId: string) {
 }
 
 /**
- * String serializers for our records. Header names and most header values repeat on every record (the
- * names, the model's name and version): their encodings are kept instead of encoding the same strings
- * again for every record.
+ * Turns our records' headers into the encoded form the producer sends. Most header values repeat from
+ * record to record (the model's name and version): per header name, the last value's encoding is kept
+ * and reused while the value stays the same, so only values that change (the event's source) are encoded
+ * per record. Names are encoded once.
  */
-export function recordSerializers() {
-  const cache = new Map<string, Buffer>();
-  const cached = (text?: string): Buffer | undefined => {
-    if (text === undefined) return undefined;
-    let bytes = cache.get(text);
-    if (bytes === undefined) {
-      bytes = stringSerializer(text)!;
-      // Unique values (the source header) fill it up: start again, the repeating ones come back at once.
-      if (cache.size >= CACHED_HEADER_STRINGS) cache.clear();
-      cache.set(text, bytes);
+export class HeaderEncoder {
+  private readonly byName = new Map<string, { name: Buffer; value: string; bytes: Buffer }>();
+
+  encode(headers: Record<string, string>): Map<Buffer, Buffer> | undefined {
+    let out: Map<Buffer, Buffer> | undefined;
+    for (const name in headers) {
+      const value = headers[name];
+      let slot = this.byName.get(name);
+      if (slot === undefined) {
+        if (this.byName.size >= 64) this.byName.clear(); // names are few; never grow without bound
+        slot = { name: Buffer.from(name), value, bytes: Buffer.from(value) };
+        this.byName.set(name, slot);
+      } else if (slot.value !== value) {
+        slot.value = value;
+        slot.bytes = Buffer.from(value);
+      }
+      (out ??= new Map()).set(slot.name, slot.bytes);
     }
-    return bytes;
-  };
-  return { ...stringSerializers, headerKey: cached, headerValue: cached };
+    return out;
+  }
 }
 
-const CACHED_HEADER_STRINGS = 16;
+/** Serializers for records whose key and value are strings and whose headers HeaderEncoder encoded. */
+export const recordSerializers = {
+  key: stringSerializer,
+  value: stringSerializer,
+  headerKey: (bytes?: Buffer) => bytes,
+  headerValue: (bytes?: Buffer) => bytes,
+};
 
 /** Every error in a library failure's tree (MultipleErrors' members and causes), outermost first. */
 function* errorsOf(e: unknown, depth = 0): Generator<Record<string, unknown>> {

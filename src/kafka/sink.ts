@@ -27,6 +27,7 @@ import {
   baseClientOptions,
   describeKafkaError,
   ensureTopic,
+  HeaderEncoder,
   isRetriableKafkaError,
   kafkaErrorType,
   recordSerializers,
@@ -92,9 +93,10 @@ export function createKafkaSink(options: KafkaSinkOptions): Sink {
   const health = options.health ?? new Health(undefined, logLine);
   const part = `Kafka sink ${brokers.join(",")}`;
   const backoff = new Backoff(health.retry);
+  const headerEncoder = new HeaderEncoder();
   const producer = new Producer({
     ...baseClientOptions(brokers, options.clientId),
-    serializers: recordSerializers(),
+    serializers: recordSerializers,
     // The broker drops duplicates of a retried request (same producer id and sequence numbers). The
     // library then sends one request at a time per broker, and keeps call order.
     idempotent: true,
@@ -151,7 +153,7 @@ export function createKafkaSink(options: KafkaSinkOptions): Sink {
 
   /** Sends one request's messages; resolves with those (indices into `messages`) refused for good. */
   async function sendRequest(
-    messages: MessageToProduce<string, string, string, string>[],
+    messages: MessageToProduce<string, string, Buffer, Buffer>[],
   ): Promise<Refusal[]> {
     try {
       await withRetry(() => producer.send({ messages }));
@@ -173,7 +175,7 @@ export function createKafkaSink(options: KafkaSinkOptions): Sink {
   async function drain(): Promise<void> {
     await connected;
     while (queue.length > 0 && failure === undefined) {
-      const messages: MessageToProduce<string, string, string, string>[] = [];
+      const messages: MessageToProduce<string, string, Buffer, Buffer>[] = [];
       const origins: { p: Pending; index: number }[] = [];
       const done: Pending[] = [];
       let bytes = 0;
@@ -192,7 +194,7 @@ export function createKafkaSink(options: KafkaSinkOptions): Sink {
             continue;
           }
           bytes += size;
-          messages.push({ topic, key: r.key, value: r.value, headers: r.headers });
+          messages.push({ topic, key: r.key, value: r.value, headers: headerEncoder.encode(r.headers) });
           origins.push({ p, index });
         }
         if (p.next < p.records.length) break; // the rest goes in the next request

@@ -92,6 +92,16 @@ const MAX_WAIT_MS = 250;
 const EMPTY = new Uint8Array(0);
 const utf8 = new TextDecoder();
 
+/**
+ * A message key as text. Keys are short and mostly ASCII (device ids): those are decoded here, which is
+ * cheaper than a call into the runtime's decoder per event.
+ */
+function decodeKey(bytes: Uint8Array): string {
+  if (bytes.length > 64) return utf8.decode(bytes);
+  for (let i = 0; i < bytes.length; i++) if (bytes[i] > 0x7f) return utf8.decode(bytes);
+  return String.fromCharCode.apply(null, bytes as unknown as number[]);
+}
+
 /** A fetched message. A class, so ack() is one shared method rather than a closure per event. */
 class KafkaEvent implements SourceEvent {
   oversize?: { bytes: number; sha256: string };
@@ -156,7 +166,7 @@ export function createKafkaSource(options: KafkaSourceOptions): KafkaSource {
   let commitTimer: ReturnType<typeof setInterval> | undefined;
   let commitInFlight: Promise<void> | undefined;
   let recommitAll = false; // the last commit failed: next time, commit every partition
-  const leaderEpochs = new Map<number, number>();
+  const leaderEpochs: number[] = []; // by partition: the last message's, for commits
 
   const wake = () => {
     wakeIterator?.();
@@ -185,13 +195,13 @@ export function createKafkaSource(options: KafkaSourceOptions): KafkaSource {
     const partition = m.partition;
     const offset = Number(m.offset);
     const ticket = tracker.track(partition, offset);
-    leaderEpochs.set(partition, m.leaderEpoch);
+    leaderEpochs[partition] = m.leaderEpoch;
     let payload: Uint8Array = m.value ?? EMPTY;
     let oversize: { bytes: number; sha256: string } | undefined;
     if (payload.length > maxPayloadBytes) {
       ({ head: payload, oversize } = cutOversize(payload, keepOversizeBytes));
     }
-    const key = m.key == null ? undefined : utf8.decode(m.key);
+    const key = m.key == null ? undefined : decodeKey(m.key);
     const origin = { kind: "kafka" as const, topic, partition, offset: String(offset) };
     const event = new KafkaEvent(payload, key, Date.now(), origin, tracker, ticket, release);
     if (oversize) event.oversize = oversize;
@@ -275,7 +285,7 @@ export function createKafkaSource(options: KafkaSourceOptions): KafkaSource {
         topic,
         partition,
         offset: BigInt(offset),
-        leaderEpoch: leaderEpochs.get(partition) ?? -1,
+        leaderEpoch: leaderEpochs[partition] ?? -1,
       })),
     });
   }

@@ -18,6 +18,7 @@ import {
   baseClientOptions,
   describeKafkaError,
   ensureTopic,
+  HeaderEncoder,
   isRetriableKafkaError,
   kafkaErrorType,
   recordSerializers,
@@ -40,7 +41,7 @@ export interface KafkaTransactionsOptions {
   health: Health;
 }
 
-type StringTransaction = Awaited<ReturnType<Producer<string, string, string, string>["beginTransaction"]>>;
+type StringTransaction = Awaited<ReturnType<Producer<string, string, Buffer, Buffer>["beginTransaction"]>>;
 
 /** Transaction (and request) timeout of the transactional producer. */
 export const TRANSACTION_TIMEOUT_MS = 60_000;
@@ -76,7 +77,8 @@ function approxSize(r: OutRecord): number {
 }
 
 export class KafkaTransactions {
-  private readonly producer: Producer<string, string, string, string>;
+  private readonly producer: Producer<string, string, Buffer, Buffer>;
+  private readonly headerEncoder = new HeaderEncoder();
   private readonly part: string;
   private readonly backoff: Backoff;
   private transaction: Promise<StringTransaction> | undefined;
@@ -103,7 +105,7 @@ export class KafkaTransactions {
       // transaction open longer, and the producer is then fenced. 60 s (the Java client's default) lets
       // a transaction open when the broker went away commit after an outage of up to about a minute.
       timeout: TRANSACTION_TIMEOUT_MS,
-      serializers: recordSerializers(),
+      serializers: recordSerializers,
       idempotent: true,
       transactionalId: o.transactionalId,
       // "A new producer" in InitProducerId (KIP-360). The library's default (0, 0) claims to be producer
@@ -202,7 +204,7 @@ export class KafkaTransactions {
         });
         continue;
       }
-      messages.push({ topic, key: r.key, value: r.value, headers: r.headers });
+      messages.push({ topic, key: r.key, value: r.value, headers: this.headerEncoder.encode(r.headers) });
     }
     if (messages.length === 0) return refused;
     this.sends++;
