@@ -147,8 +147,11 @@ export function exactlyOnce(
         // (after a crash or rebalance before the next commit). Abort and read them again instead.
         const offsets = kafkaSource.takeTransactionOffsets();
         if (offsets === undefined && transactions.open) return await rewind();
-        await transactions.commit(offsets);
-        return "committed";
+        if (await transactions.commit(offsets) === "committed") return "committed";
+        // Aborted: the group moved on (a stall past the session timeout). Read again, as after a rebalance.
+        kafkaSource.rewind();
+        streamsSeen = kafkaSource.streams;
+        return "rewound";
       },
     },
     transactions,

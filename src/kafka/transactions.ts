@@ -43,6 +43,14 @@ export interface KafkaTransactionsOptions {
 
 type StringTransaction = Awaited<ReturnType<Producer<string, string, Buffer, Buffer>["beginTransaction"]>>;
 
+/** TxnOffsetCommit answers meaning this member's generation is over (KIP-447 fencing). */
+const GROUP_MOVED_ON = new Set([
+  "UNKNOWN_MEMBER_ID",
+  "ILLEGAL_GENERATION",
+  "REBALANCE_IN_PROGRESS",
+  "FENCED_INSTANCE_ID",
+]);
+
 /** Transaction (and request) timeout of the transactional producer. */
 export const TRANSACTION_TIMEOUT_MS = 60_000;
 
@@ -241,11 +249,11 @@ export class KafkaTransactions {
    * Commits the open transaction with the source's acknowledged offsets. Called with no send in
    * flight (the pipeline's barrier). Does nothing when there is nothing to commit.
    */
-  async commit(offsets: GroupOffsets | undefined): Promise<void> {
+  async commit(offsets: GroupOffsets | undefined): Promise<"committed" | "group moved on"> {
     if (this.failure) throw this.failure;
     if (this.sends > 0) throw new Error("KafkaTransactions.commit() while a send is in flight");
     const hasOffsets = offsets !== undefined && offsets.offsets.length > 0;
-    if (this.transaction === undefined && !hasOffsets) return;
+    if (this.transaction === undefined && !hasOffsets) return "committed";
     try {
       const transaction = await this.current();
       if (hasOffsets) {
@@ -267,7 +275,15 @@ export class KafkaTransactions {
       await transaction.commit();
       this.transaction = undefined;
       this.committed++;
+      return "committed";
     } catch (e) {
+      // The group moved on without us (we stalled past the session timeout, or it rebalanced while the
+      // offsets were being added): these offsets are not ours to commit. Abort; the caller reads the
+      // events again from the group's committed offsets.
+      if (GROUP_MOVED_ON.has(kafkaErrorType(e) ?? "")) {
+        await this.abort();
+        return "group moved on";
+      }
       throw this.fail(e);
     }
   }

@@ -1,4 +1,6 @@
 /** Shared helpers for tests against the real brokers started by scripts/services.sh. */
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import type { Kafka } from "kafkajs";
 import mqtt from "mqtt";
 import { testKafka } from "./kafkajs.ts";
@@ -162,4 +164,29 @@ export async function queuedForSession(clientId: string, waitMs = 1000): Promise
   await new Promise((r) => setTimeout(r, waitMs));
   await client.endAsync();
   return count;
+}
+
+/** scripts/services.sh's state directory (the broker's log dir is under it). */
+export const SERVICES_STATE = Deno.env.get("EDGEINFER_STATE") ?? "/tmp/edgeinfer-services";
+
+/**
+ * The codec of every record batch in partition 0's first segment, or undefined when the broker's log
+ * dir is not on this machine. Batch layout: baseOffset int64, batchLength int32, leaderEpoch int32,
+ * magic int8, crc int32, attributes int16 (low 3 bits: codec), …
+ */
+export async function batchCodecs(topic: string): Promise<number[] | undefined> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(`${SERVICES_STATE}/kafka/data/${topic}-0/00000000000000000000.log`);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw e;
+  }
+  const b = Buffer.from(bytes);
+  const codecs: number[] = [];
+  for (let at = 0; at + 23 <= b.length; at += 12 + b.readInt32BE(at + 8)) {
+    assert.equal(b[at + 16], 2, "record batch magic v2");
+    codecs.push(b.readInt16BE(at + 21) & 7);
+  }
+  return codecs;
 }

@@ -7,40 +7,15 @@
  * compression= parameter, the default's.
  */
 import assert from "node:assert/strict";
-import { Buffer } from "node:buffer";
 import { createSink } from "../../src/connectors.ts";
 import { UsageError } from "../../src/errors.ts";
 import { DEFAULT_COMPRESSION } from "../../src/kafka/connect.ts";
 import { COMPRESSIONS } from "../../src/kafka/sink.ts";
 import type { OutRecord } from "../../src/pipeline/types.ts";
-import { consume, createTopic, KAFKA_BROKERS, uniqueName } from "./brokers.ts";
+import { batchCodecs, consume, createTopic, KAFKA_BROKERS, SERVICES_STATE, uniqueName } from "./brokers.ts";
 
 /** Record batch attributes' codec bits (Kafka's numbering). */
 const CODEC_ID: Record<string, number> = { none: 0, gzip: 1, snappy: 2, lz4: 3, zstd: 4 };
-const STATE = Deno.env.get("EDGEINFER_STATE") ?? "/tmp/edgeinfer-services";
-
-/**
- * The codec of every record batch in partition 0's first segment, or undefined when the broker's log
- * dir is not on this machine. Batch layout: baseOffset int64, batchLength int32, leaderEpoch int32,
- * magic int8, crc int32, attributes int16 (low 3 bits: codec), …
- */
-async function batchCodecs(topic: string): Promise<number[] | undefined> {
-  let bytes: Uint8Array;
-  try {
-    bytes = await Deno.readFile(`${STATE}/kafka/data/${topic}-0/00000000000000000000.log`);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return undefined;
-    throw e;
-  }
-  const b = Buffer.from(bytes);
-  const codecs: number[] = [];
-  for (let at = 0; at + 23 <= b.length; at += 12 + b.readInt32BE(at + 8)) {
-    assert.equal(b[at + 16], 2, "record batch magic v2");
-    codecs.push(b.readInt16BE(at + 21) & 7);
-  }
-  return codecs;
-}
-
 /** Prediction-shaped records, keyed by car, with the pipeline's headers. */
 function predictions(n: number): OutRecord[] {
   return Array.from({ length: n }, (_, i) => {
@@ -95,7 +70,7 @@ Deno.test("compression=: records written with each codec read back intact; batch
     const expected = CODEC_ID[codec === "default" ? DEFAULT_COMPRESSION : codec];
     const codecs = await batchCodecs(topic);
     if (codecs === undefined) {
-      console.log(`${codec}: the broker's log dir is not in ${STATE}; batch codecs not checked`);
+      console.log(`${codec}: the broker's log dir is not in ${SERVICES_STATE}; batch codecs not checked`);
     } else {
       assert.ok(codecs.length >= 2, `${codec}: at least two batches on the broker (got ${codecs.length})`);
       assert.deepEqual(codecs, codecs.map(() => expected), `${codec}: codec of every batch on the broker`);

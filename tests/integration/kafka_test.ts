@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { createServer } from "node:net";
 import { type Admin, Partitioners } from "kafkajs";
 import { patchKafkajsIdlePolling, testKafka } from "./kafkajs.ts";
+import { batchCodecs } from "./brokers.ts";
 import { RuntimeError } from "../../src/errors.ts";
 import type { OutRecord, Source, SourceEvent } from "../../src/pipeline/types.ts";
 import { Health } from "../../src/pipeline/health.ts";
@@ -122,6 +123,32 @@ Deno.test("kafkajs idle-polling patch still matches the installed kafkajs", () =
   // Fails when a kafkajs upgrade changed RequestQueue: check whether the bug is fixed, then
   // drop or adapt patchKafkajsIdlePolling() in tests/integration/kafkajs.ts.
   assert.equal(patchKafkajsIdlePolling(), true);
+});
+
+Deno.test("Kafka sink splits a send larger than the broker's request limit into several produce requests", async () => {
+  // 3,000 records of ~1 KB, uncompressed, to one partition: ~3 MB in one send(), three times the broker's
+  // 1 MiB limit for one partition's record batch. Sent as one request, the broker would refuse it
+  // (MESSAGE_TOO_LARGE, not retriable): the sink must cut it by bytes, and keep the order.
+  const topic = await createTopic(1);
+  const sink = createKafkaSink({ brokers, topic, clientId: "edgeinfer-test", compression: "none" });
+  const filler = "x".repeat(1000);
+  const records: OutRecord[] = Array.from({ length: 3000 }, (_, n) => ({
+    key: "one-key",
+    value: JSON.stringify({ n, filler }),
+    headers: {},
+  }));
+  try {
+    const refused = await sink.send(records);
+    assert.deepEqual(refused ?? [], [], "nothing refused");
+  } finally {
+    await sink.close();
+  }
+  const offsets = await withAdmin((admin) => admin.fetchTopicOffsets(topic));
+  assert.equal(offsets[0].high, "3000", "all 3,000 records written");
+  // A few requests of ≤ 512 KiB each, not one refused request and then 3,000 one-record retries.
+  const batches = await batchCodecs(topic);
+  if (batches === undefined) console.log("the broker's log dir is not here: batch count not checked");
+  else assert.ok(batches.length >= 4 && batches.length <= 12, `${batches.length} record batches`);
 });
 
 Deno.test("Kafka sink writes records with key, value and headers, in order per key", async () => {
