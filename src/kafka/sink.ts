@@ -87,6 +87,17 @@ function approxSize(r: OutRecord): number {
   return n;
 }
 
+/**
+ * Why record `r` is refused before sending (larger than `maxRecordBytes`), or undefined: a record the
+ * topic cannot take is a poison pill for the producer, not a reason to stop.
+ */
+export function oversizeReason(r: OutRecord, maxRecordBytes: number): string | undefined {
+  const size = approxSize(r);
+  if (size <= maxRecordBytes) return undefined;
+  return `record of ~${size} bytes exceeds the Kafka sink's limit of ${maxRecordBytes} ` +
+    `(max-record-bytes; Kafka's max.message.bytes)`;
+}
+
 export function createKafkaSink(options: KafkaSinkOptions): Sink {
   const { brokers, topic } = options;
   const maxRecordBytes = options.maxRecordBytes ?? DEFAULT_MAX_RECORD_BYTES;
@@ -184,16 +195,12 @@ export function createKafkaSink(options: KafkaSinkOptions): Sink {
         while (p.next < p.records.length && bytes < MAX_REQUEST_BYTES) {
           const index = p.next++;
           const r = p.records[index];
-          const size = approxSize(r);
-          if (size > maxRecordBytes) {
-            p.refused.push({
-              index,
-              reason: `record of ~${size} bytes exceeds the Kafka sink's limit of ${maxRecordBytes} ` +
-                `(max-record-bytes; Kafka's max.message.bytes)`,
-            });
+          const reason = oversizeReason(r, maxRecordBytes);
+          if (reason !== undefined) {
+            p.refused.push({ index, reason });
             continue;
           }
-          bytes += size;
+          bytes += approxSize(r);
           messages.push({ topic, key: r.key, value: r.value, headers: headerEncoder.encode(r.headers) });
           origins.push({ p, index });
         }

@@ -24,7 +24,7 @@ import {
   recordSerializers,
   retryKafka,
 } from "./client.ts";
-import { type Compression, DEFAULT_MAX_RECORD_BYTES } from "./sink.ts";
+import { type Compression, DEFAULT_MAX_RECORD_BYTES, oversizeReason } from "./sink.ts";
 import type { GroupOffsets } from "./source.ts";
 
 export interface KafkaTransactionsOptions {
@@ -76,12 +76,6 @@ function capAddPartitionsToTxn(producer: object): void {
         ),
       )
     );
-}
-
-function approxSize(r: OutRecord): number {
-  let n = 32 + r.value.length + (r.key?.length ?? 0);
-  for (const k in r.headers) n += k.length + r.headers[k].length + 4;
-  return n;
 }
 
 export class KafkaTransactions {
@@ -203,13 +197,9 @@ export class KafkaTransactions {
     const messages = [];
     for (let i = 0; i < records.length; i++) {
       const r = records[i];
-      const size = approxSize(r);
-      if (size > maxRecordBytes) {
-        refused.push({
-          index: i,
-          reason: `record of ~${size} bytes exceeds the Kafka sink's limit of ${maxRecordBytes} ` +
-            `(max-record-bytes; Kafka's max.message.bytes)`,
-        });
+      const reason = oversizeReason(r, maxRecordBytes);
+      if (reason !== undefined) {
+        refused.push({ index: i, reason });
         continue;
       }
       messages.push({ topic, key: r.key, value: r.value, headers: this.headerEncoder.encode(r.headers) });
