@@ -109,6 +109,26 @@ export async function committedOffsets(
   }
 }
 
+/**
+ * Polls until `group` has committed every offset of `topic` up to its end (`end`, default: the topic's
+ * ends now), or fails after `ms`.
+ */
+export async function waitForCommittedEnd(
+  group: string,
+  topic: string,
+  end?: Map<number, number>,
+  ms = 60_000,
+): Promise<void> {
+  const ends = end ?? await topicEnds(topic);
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const committed = await committedOffsets(group, topic);
+    if ([...ends].every(([partition, offset]) => committed.get(partition) === offset)) return;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`group ${group} did not commit up to the end of ${topic} within ${ms} ms`);
+}
+
 /** The end (high watermark) of each partition of a topic. */
 export async function topicEnds(topic: string, client: Kafka = kafka): Promise<Map<number, number>> {
   const admin = client.admin();

@@ -16,6 +16,7 @@ import {
   queuedForSession,
   topicEnds,
   uniqueName,
+  waitForCommittedEnd,
 } from "./brokers.ts";
 
 const KAFKA = KAFKA_BROKERS.join(",");
@@ -251,17 +252,6 @@ Deno.test("MQTT → Kafka with JSON: keyed by a field, bad payloads to the Kafka
   assert.equal(JSON.parse(dead.value).error, `feature 'speed' is not a number: "x"`);
   assert.equal(await queuedForSession(clientId), 0);
 });
-
-/** Polls until the group has committed every offset of the topic (its end), or fails after `ms`. */
-async function waitForCommittedEnd(group: string, topic: string, end: Map<number, number>, ms = 60_000) {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    const committed = await committedOffsets(group, topic);
-    if ([...end].every(([partition, offset]) => committed.get(partition) === offset)) return;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`group ${group} did not commit up to the end of ${topic} within ${ms} ms`);
-}
 
 /**
  * The crash half of the SIGKILL tests: runs edgeinfer (batch 1, slow enough that the kill lands

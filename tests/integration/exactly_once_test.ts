@@ -12,22 +12,11 @@ import {
   KAFKA_BROKERS,
   MQTT_HOSTPORT,
   produce,
-  topicEnds,
   uniqueName,
+  waitForCommittedEnd,
 } from "./brokers.ts";
 
 const KAFKA = KAFKA_BROKERS.join(",");
-
-async function waitForCommittedEnd(group: string, topic: string, ms = 60_000): Promise<void> {
-  const end = await topicEnds(topic);
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    const committed = await committedOffsets(group, topic);
-    if ([...end].every(([partition, offset]) => committed.get(partition) === offset)) return;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`group ${group} did not commit up to the end of ${topic} within ${ms} ms`);
-}
 
 const TOTAL = 6000;
 const BAD = 60; // every 100th event is undecodable: a dead letter

@@ -362,6 +362,42 @@ Deno.test("Kafka source pause stops delivery and resume continues it", async () 
   }
 });
 
+Deno.test("Kafka source stops fetching at its held bound and goes on once events are acknowledged", async () => {
+  const topic = await createTopic(1);
+  const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
+  await producer.connect();
+  try {
+    const value = "x".repeat(1000);
+    for (let i = 0; i < 5000; i += 1000) {
+      await producer.send({ topic, messages: Array.from({ length: 1000 }, () => ({ value })) });
+    }
+  } finally {
+    await producer.disconnect();
+  }
+  // 100 events or 256 KiB held; one fetch response (at most a quarter of that, 64 KiB) comes on top.
+  const source = createKafkaSource({
+    brokers,
+    topic,
+    groupId: `edgeinfer-test-${uid()}`,
+    clientId: "edgeinfer-test",
+    fromBeginning: true,
+    maxHeldEvents: 100,
+    maxHeldBytes: 256 * 1024,
+  });
+  const reader = new Reader(source);
+  try {
+    const held = await reader.drain(15_000, 1500); // nothing acknowledged: it must stop by itself
+    assert.ok(held.length >= 100, `filled its bound (${held.length} events)`);
+    assert.ok(held.length <= 100 + 70, `stopped at its bound plus one fetch: ${held.length} of 5000 events`);
+    for (const e of held) e.ack();
+    const more = await reader.drain(5000, 1500);
+    assert.ok(more.length >= 100, `fetching again once acknowledged (${more.length} events)`);
+    for (const e of more) e.ack();
+  } finally {
+    await reader.close();
+  }
+});
+
 /** A loopback port that nothing listens on. */
 async function closedPort(): Promise<number> {
   const server = createServer();
