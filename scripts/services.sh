@@ -3,6 +3,13 @@
 #   Mosquitto (MQTT)          on 127.0.0.1:${EDGEINFER_MQTT_PORT:-1883}
 #   Apache Kafka (KRaft, 1 node, broker+controller)
 #                             on 127.0.0.1:${EDGEINFER_KAFKA_PORT:-9092} (controller :${EDGEINFER_KAFKA_CONTROLLER_PORT:-9093})
+#   Toxiproxy (a TCP fault proxy for the link-fault tests; API on 127.0.0.1:${EDGEINFER_TOXIPROXY_PORT:-8474}) with
+#   two proxies: "mqtt"  127.0.0.1:MQTT_PORT+20000 (21883) -> Mosquitto
+#                "kafka" 127.0.0.1:KAFKA_PORT+20000 (29092) -> Kafka's second listener PROXIED on KAFKA_PORT+2
+#                (9094), which advertises the proxy's address: a client that bootstraps through the proxy
+#                learns the proxy's address from metadata, so every one of its connections goes through it.
+#   Toxiproxy is built once with `go install` from the Go module proxy (Go from Debian if missing). If it
+#   cannot be built, `up` says so and goes on: the tests that need it skip, naming the reason.
 #
 # Needs nothing installed by hand: Mosquitto comes from Debian (apt-get), the Kafka jars from Maven Central
 # (scripts/kafka/pom.xml), cached in ${EDGEINFER_CACHE:-~/.cache/edgeinfer}/kafka-<version>/libs.
@@ -21,7 +28,8 @@
 # Environment: EDGEINFER_STATE, EDGEINFER_CACHE, EDGEINFER_MQTT_PORT, EDGEINFER_KAFKA_PORT,
 # EDGEINFER_KAFKA_CONTROLLER_PORT, EDGEINFER_KAFKA_VERSION (default: kafka.version in scripts/kafka/pom.xml),
 # EDGEINFER_KAFKA_HEAP (default "-Xms256m -Xmx768m"), EDGEINFER_SERVICES_TIMEOUT (seconds per broker, default 120),
-# EDGEINFER_KAFKA_AUTO_CREATE (auto.create.topics.enable, default true).
+# EDGEINFER_KAFKA_AUTO_CREATE (auto.create.topics.enable, default true), EDGEINFER_TOXIPROXY_PORT,
+# EDGEINFER_TOXIPROXY=0 (do not start the proxy).
 #
 # Only loopback addresses are ever used.
 set -euo pipefail
@@ -39,6 +47,13 @@ KAFKA_VERSION=${EDGEINFER_KAFKA_VERSION:-$(sed -n 's:.*<kafka.version>\(.*\)</ka
 KAFKA_HEAP=${EDGEINFER_KAFKA_HEAP:--Xms256m -Xmx768m}
 KAFKA_AUTO_CREATE=${EDGEINFER_KAFKA_AUTO_CREATE:-true}
 KAFKA_LIBS="$CACHE/kafka-$KAFKA_VERSION/libs"
+# The fault proxy and the ports behind it (see the header).
+TOXIPROXY_VERSION=2.5.0
+TOXIPROXY_BIN="$CACHE/toxiproxy-$TOXIPROXY_VERSION/server"
+TOXIPROXY_PORT=${EDGEINFER_TOXIPROXY_PORT:-8474}
+MQTT_PROXY_PORT=$((MQTT_PORT + 20000))
+KAFKA_PROXIED_PORT=$((KAFKA_PORT + 2))
+KAFKA_PROXY_PORT=$((KAFKA_PORT + 20000))
 
 MQ_DIR="$STATE/mosquitto"
 MQ_CONF="$MQ_DIR/mosquitto.conf"
@@ -49,6 +64,10 @@ KF_CONF="$KF_DIR/server.properties"
 KF_PID="$KF_DIR/kafka.pid"
 KF_LOG="$KF_DIR/server.log" # log4j output of the broker
 KF_OUT="$KF_DIR/kafka.out"  # the JVM's own stdout/stderr (crashes, GC warnings)
+TP_DIR="$STATE/toxiproxy"
+TP_PID="$TP_DIR/toxiproxy.pid"
+TP_LOG="$TP_DIR/toxiproxy.log"
+TP_CONF="$TP_DIR/proxies.json"
 
 say() { printf 'services: %s\n' "$*" >&2; }
 die() {
@@ -71,6 +90,7 @@ pid_of() { # pidfile marker
 }
 mq_pid() { pid_of "$MQ_PID" "$MQ_CONF"; }
 kf_pid() { pid_of "$KF_PID" "$KF_CONF"; }
+tp_pid() { pid_of "$TP_PID" "$TP_CONF"; }
 
 port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 
@@ -268,9 +288,11 @@ process.roles=broker,controller
 controller.quorum.bootstrap.servers=$HOST:$CONTROLLER_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+# PROXIED: the same broker, reached through Toxiproxy's "kafka" proxy, whose address it advertises (metadata
+# answers name the listener a request came in on), so a client that bootstraps at the proxy stays behind it.
+listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$CONTROLLER_PORT,PROXIED://$HOST:$KAFKA_PROXIED_PORT
+advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$CONTROLLER_PORT,PROXIED://$HOST:$KAFKA_PROXY_PORT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,PROXIED:PLAINTEXT
 log.dirs=$KF_DIR/data
 
 # One node: every internal topic has one replica.
@@ -343,7 +365,7 @@ start_kafka() {
   ensure_java
   ensure_kafka_libs
   local p
-  for p in "$KAFKA_PORT" "$CONTROLLER_PORT"; do
+  for p in "$KAFKA_PORT" "$CONTROLLER_PORT" "$KAFKA_PROXIED_PORT"; do
     if port_open "$p"; then
       die "port $HOST:$p is already taken by a process services.sh did not start (see: ss -ltnp 'sport = :$p'); stop it or set EDGEINFER_KAFKA_PORT / EDGEINFER_KAFKA_CONTROLLER_PORT"
     fi
@@ -390,6 +412,71 @@ wait_kafka() {
   show_log_and_die "kafka did not answer on $HOST:$KAFKA_PORT within ${TIMEOUT}s" "$KF_LOG" "$KF_OUT"
 }
 
+# ---------------------------------------------------------------------------------------------- Toxiproxy
+#
+# Shopify's TCP fault proxy (github.com/Shopify/toxiproxy, v2.5.0, pinned): the link-fault tests add "toxics"
+# to its proxies through its HTTP API (a connection that drops every byte while both ends stay up, seconds of
+# latency, a bandwidth cap) and remove them to heal the link.
+
+ensure_toxiproxy() {
+  [[ -x $TOXIPROXY_BIN ]] && return 0
+  if ! command -v go >/dev/null && [[ ! -x /usr/local/go/bin/go ]]; then
+    (apt_install golang-go) || return 1 # a subshell: its failure must not end `up`
+  fi
+  local go t0
+  go=$(command -v go || echo /usr/local/go/bin/go)
+  t0=$(now_ms)
+  mkdir -p "$TP_DIR" "$(dirname "$TOXIPROXY_BIN")"
+  say "building Toxiproxy $TOXIPROXY_VERSION with go install (once per machine)"
+  if ! GOBIN="$(dirname "$TOXIPROXY_BIN")" GOFLAGS=-mod=mod "$go" install \
+    "github.com/Shopify/toxiproxy/v2/cmd/server@v$TOXIPROXY_VERSION" >"$TP_DIR/build.log" 2>&1; then
+    say "warning: building Toxiproxy failed (see $TP_DIR/build.log): the link-fault tests will skip"
+    return 1
+  fi
+  say "Toxiproxy built after $(elapsed "$t0")"
+}
+
+start_toxiproxy() {
+  [[ ${EDGEINFER_TOXIPROXY:-1} != 0 ]] || return 0
+  if tp_pid >/dev/null; then
+    say "toxiproxy already running (pid $(tp_pid))"
+    return 0
+  fi
+  ensure_toxiproxy || return 0
+  local p
+  for p in "$TOXIPROXY_PORT" "$MQTT_PROXY_PORT" "$KAFKA_PROXY_PORT"; do
+    if port_open "$p"; then
+      say "warning: port $HOST:$p is taken by a process services.sh did not start: toxiproxy not started (the link-fault tests will skip)"
+      return 0
+    fi
+  done
+  mkdir -p "$TP_DIR"
+  cat >"$TP_CONF" <<EOF
+[
+  {"name": "mqtt", "listen": "$HOST:$MQTT_PROXY_PORT", "upstream": "$HOST:$MQTT_PORT"},
+  {"name": "kafka", "listen": "$HOST:$KAFKA_PROXY_PORT", "upstream": "$HOST:$KAFKA_PROXIED_PORT"}
+]
+EOF
+  : >"$TP_LOG"
+  setsid "$TOXIPROXY_BIN" -host "$HOST" -port "$TOXIPROXY_PORT" -config "$TP_CONF" </dev/null >>"$TP_LOG" 2>&1 9>&- &
+  echo $! >"$TP_PID"
+  local deadline=$((SECONDS + 20))
+  while ((SECONDS < deadline)); do
+    if curl -fsS "http://$HOST:$TOXIPROXY_PORT/proxies" 2>/dev/null | grep -q '"kafka"'; then
+      say "toxiproxy ready (pid $(<"$TP_PID"), API $HOST:$TOXIPROXY_PORT)"
+      return 0
+    fi
+    sleep 0.1
+  done
+  say "warning: toxiproxy did not answer on $HOST:$TOXIPROXY_PORT (see $TP_LOG): the link-fault tests will skip"
+}
+
+stop_toxiproxy() {
+  local pid
+  if pid=$(tp_pid); then stop_one toxiproxy "$pid"; fi
+  rm -f "$TP_PID"
+}
+
 # ------------------------------------------------------------------------------------------------ commands
 
 stop_one() { # name pid
@@ -409,12 +496,17 @@ stop_one() { # name pid
 print_endpoints() {
   printf 'kafka     %s:%s\n' "$HOST" "$KAFKA_PORT"
   printf 'mosquitto %s:%s\n' "$HOST" "$MQTT_PORT"
+  if tp_pid >/dev/null; then
+    printf 'toxiproxy %s:%s (mqtt via %s:%s, kafka via %s:%s)\n' "$HOST" "$TOXIPROXY_PORT" \
+      "$HOST" "$MQTT_PROXY_PORT" "$HOST" "$KAFKA_PROXY_PORT"
+  fi
 }
 
 cmd_up() {
   local t0
   t0=$(now_ms)
   if mq_pid >/dev/null && kf_pid >/dev/null; then
+    start_toxiproxy
     say "already running (state in $STATE)"
     print_endpoints
     return 0
@@ -424,12 +516,14 @@ cmd_up() {
   start_kafka
   wait_mosquitto "$t0"
   wait_kafka "$t0"
+  start_toxiproxy
   say "up in $(elapsed "$t0") (state in $STATE; stop with: scripts/services.sh down)"
   print_endpoints
 }
 
 cmd_down() {
   local pid
+  stop_toxiproxy
   if pid=$(kf_pid); then stop_one kafka "$pid"; else say "kafka was not running"; fi
   if pid=$(mq_pid); then stop_one mosquitto "$pid"; else say "mosquitto was not running"; fi
   rm -rf "$KF_DIR/data" "$MQ_DIR/data" "$KF_PID" "$MQ_PID"
@@ -451,11 +545,17 @@ cmd_status() {
     printf 'mosquitto stopped  (would listen on %s:%s; state %s)\n' "$HOST" "$MQTT_PORT" "$MQ_DIR"
     rc=3
   fi
+  # Optional: only the link-fault tests need it.
+  if pid=$(tp_pid); then
+    printf 'toxiproxy running  pid %-7s API %s:%s  log %s\n' "$pid" "$HOST" "$TOXIPROXY_PORT" "$TP_LOG"
+  else
+    printf 'toxiproxy stopped  (optional; API would be %s:%s)\n' "$HOST" "$TOXIPROXY_PORT"
+  fi
   return $rc
 }
 
 usage() { # exit code
-  sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit "$1"
 }
 
