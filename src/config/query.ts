@@ -33,3 +33,21 @@ export function oneOf<T extends string>(
   }
   return value as T;
 }
+
+/** A whole-number parameter within [min, max]; `meaning` says what it is, for the error. */
+export function integerIn(
+  flag: string,
+  key: string,
+  value: string | undefined,
+  range: { min: number; max: number; fallback: number; meaning: string },
+): number {
+  if (value === undefined) return range.fallback;
+  const n = /^\d+$/.test(value) ? Number(value) : NaN;
+  if (!(n >= range.min && n <= range.max)) {
+    throw new UsageError(maskUrl(
+      `${flag} parameter ${key}=${value} must be a whole number from ${range.min} to ${range.max} ` +
+        `(${range.meaning}; default ${range.fallback})`,
+    ));
+  }
+  return n;
+}

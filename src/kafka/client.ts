@@ -11,14 +11,28 @@ import { type Base, MultipleErrors, stringSerializer } from "@platformatic/kafka
 import { RuntimeError } from "../errors.ts";
 import type { Backoff, Health } from "../pipeline/health.ts";
 
+/**
+ * How long a request may go unanswered before its connection is declared dead, closed and opened anew
+ * (`request-timeout-ms=`). It is what detects a half-open link (the broker gone silent while the socket
+ * looks open): the source always has a fetch or a heartbeat in flight, the sink a produce while it sends.
+ * It must exceed the produce timeout below plus the link's round trip.
+ */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 15_000;
+
 /** Library settings every client of ours uses. */
-export function baseClientOptions(brokers: string[], clientId: string) {
+export function baseClientOptions(
+  brokers: string[],
+  clientId: string,
+  requestTimeoutMs = DEFAULT_REQUEST_TIMEOUT_MS,
+) {
   return {
     clientId,
     bootstrapBrokers: brokers,
     connectTimeout: 3000,
-    // One request's time limit. A produce of acks=all waits for the replicas within it.
-    timeout: 10_000,
+    // The broker's time limit for a produce of acks=all to reach the replicas (sent in the request).
+    timeout: Math.min(10_000, Math.floor(requestTimeoutMs * 2 / 3)),
+    // The client's: a request unanswered this long closes its connection (the library's own default is 30 s).
+    requestTimeout: requestTimeoutMs,
     // Metadata is refreshed on errors anyway; 5 s (the library's default) re-asks for it 12×/min.
     metadataMaxAge: 60_000,
   };

@@ -1,12 +1,13 @@
 /** The kafka:// URL's parameters, read into the Kafka source and sink options. */
 import { type Endpoint, parseEndpoint } from "../config/endpoint.ts";
-import { oneOf, readQuery } from "../config/query.ts";
+import { integerIn, oneOf, readQuery } from "../config/query.ts";
 import { UsageError } from "../errors.ts";
 import type { Health } from "../pipeline/health.ts";
 import type { Sink, Source } from "../pipeline/types.ts";
 import type { SourceLimits } from "../connectors.ts";
 import { type Compression, COMPRESSIONS, createKafkaSink, DEFAULT_MAX_RECORD_BYTES } from "./sink.ts";
 import { createKafkaSource } from "./source.ts";
+import { DEFAULT_REQUEST_TIMEOUT_MS } from "./client.ts";
 import { KafkaTransactions } from "./transactions.ts";
 
 type KafkaEndpoint = Extract<Endpoint, { kind: "kafka" }>;
@@ -17,20 +18,36 @@ type KafkaEndpoint = Extract<Endpoint, { kind: "kafka" }>;
  */
 export const DEFAULT_COMPRESSION: Compression = "zstd";
 
+/** `request-timeout-ms=`: how long an unanswered request may take before its connection is dropped. */
+function requestTimeoutMs(flag: string, q: Map<string, string>): number {
+  return integerIn(flag, "request-timeout-ms", q.get("request-timeout-ms"), {
+    min: 1000,
+    max: 300_000,
+    fallback: DEFAULT_REQUEST_TIMEOUT_MS,
+    meaning: "milliseconds a Kafka request may go unanswered before the connection is declared dead",
+  });
+}
+
 export function kafkaSource(flag: string, endpoint: KafkaEndpoint, limits: SourceLimits): Source {
-  const q = readQuery(flag, endpoint.params, ["group", "from", "client-id"]);
+  const q = readQuery(flag, endpoint.params, ["group", "from", "client-id", "request-timeout-ms"]);
   return createKafkaSource({
     brokers: endpoint.brokers,
     topic: endpoint.topic,
     groupId: q.get("group") ?? "edgeinfer",
     clientId: q.get("client-id") ?? "edgeinfer",
     fromBeginning: oneOf(flag, "from", q.get("from"), ["earliest", "latest"], "earliest") === "earliest",
+    requestTimeoutMs: requestTimeoutMs(flag, q),
     ...limits,
   });
 }
 
 export function kafkaSink(flag: string, endpoint: KafkaEndpoint, options: { health?: Health }): Sink {
-  const q = readQuery(flag, endpoint.params, ["client-id", "max-record-bytes", "compression"]);
+  const q = readQuery(flag, endpoint.params, [
+    "client-id",
+    "max-record-bytes",
+    "compression",
+    "request-timeout-ms",
+  ]);
   const maxRecordBytes = q.get("max-record-bytes");
   if (maxRecordBytes !== undefined && !/^[1-9]\d*$/.test(maxRecordBytes)) {
     throw new UsageError(
@@ -45,6 +62,7 @@ export function kafkaSink(flag: string, endpoint: KafkaEndpoint, options: { heal
     maxRecordBytes: maxRecordBytes === undefined ? undefined : Number(maxRecordBytes),
     compression: oneOf(flag, "compression", q.get("compression"), [...COMPRESSIONS], DEFAULT_COMPRESSION),
     health: options.health,
+    requestTimeoutMs: requestTimeoutMs(flag, q),
   });
 }
 
@@ -92,12 +110,13 @@ export function exactlyOnce(
       );
     }
   }
-  const sq = readQuery("--source", source.params, ["group", "from", "client-id"]);
+  const sq = readQuery("--source", source.params, ["group", "from", "client-id", "request-timeout-ms"]);
   const q = readQuery("--sink", sink.params, [
     "client-id",
     "max-record-bytes",
     "compression",
     "transactional-id",
+    "request-timeout-ms",
   ]);
   if (dlq?.kind === "kafka") readQuery("--dlq", dlq.params, []);
   const groupId = sq.get("group") ?? "edgeinfer";
@@ -108,6 +127,7 @@ export function exactlyOnce(
     clientId: sq.get("client-id") ?? "edgeinfer",
     fromBeginning:
       oneOf("--source", "from", sq.get("from"), ["earliest", "latest"], "earliest") === "earliest",
+    requestTimeoutMs: requestTimeoutMs("--source", sq),
     ...limits,
     transactional: true,
   });
@@ -121,6 +141,7 @@ export function exactlyOnce(
     compression: oneOf("--sink", "compression", q.get("compression"), [...COMPRESSIONS], DEFAULT_COMPRESSION),
     maxRecordBytes: maxRecordBytes === undefined ? undefined : Number(maxRecordBytes),
     health: limits.health,
+    requestTimeoutMs: requestTimeoutMs("--sink", q),
   });
   return {
     source: kafkaSource,

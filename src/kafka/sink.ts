@@ -54,6 +54,8 @@ export interface KafkaSinkOptions {
   compression?: Compression;
   /** Where outages and fatal failures are reported. */
   health?: Health;
+  /** A request unanswered this long closes its connection (DEFAULT_REQUEST_TIMEOUT_MS). */
+  requestTimeoutMs?: number;
 }
 
 /**
@@ -106,7 +108,7 @@ export function createKafkaSink(options: KafkaSinkOptions): Sink {
   const backoff = new Backoff(health.retry);
   const headerEncoder = new HeaderEncoder();
   const producer = new Producer({
-    ...baseClientOptions(brokers, options.clientId),
+    ...baseClientOptions(brokers, options.clientId, options.requestTimeoutMs),
     serializers: recordSerializers,
     // The broker drops duplicates of a retried request (same producer id and sequence numbers). The
     // library then sends one request at a time per broker, and keeps call order.

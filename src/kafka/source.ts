@@ -52,6 +52,8 @@ export interface KafkaSourceOptions {
   keepOversizeBytes?: number;
   /** Where outages and fatal failures are reported. */
   health?: Health;
+  /** A request unanswered this long closes its connection (DEFAULT_REQUEST_TIMEOUT_MS). */
+  requestTimeoutMs?: number;
   /**
    * Exactly once: the source commits nothing itself; the acknowledged offsets go into the sink's
    * Kafka transaction (takeTransactionOffsets), committed with the records they produced.
@@ -129,7 +131,7 @@ export function createKafkaSource(options: KafkaSourceOptions): KafkaSource {
   const part = `Kafka source ${brokers.join(",")}`;
   const backoff = new Backoff(health.retry);
   const consumer = new Consumer({
-    ...baseClientOptions(brokers, options.clientId),
+    ...baseClientOptions(brokers, options.clientId, options.requestTimeoutMs),
     groupId,
     autocommit: false,
     // One fetch response comes on top of what is held: keep it a fraction of the byte bound. The

@@ -39,6 +39,8 @@ export interface KafkaTransactionsOptions {
   /** Record batch compression (the --sink URL's compression=). */
   compression: Compression;
   health: Health;
+  /** A request unanswered this long closes its connection (DEFAULT_REQUEST_TIMEOUT_MS). */
+  requestTimeoutMs?: number;
 }
 
 type StringTransaction = Awaited<ReturnType<Producer<string, string, Buffer, Buffer>["beginTransaction"]>>;
@@ -102,7 +104,7 @@ export class KafkaTransactions {
     this.part = `Kafka transactions ${o.brokers.join(",")}`;
     this.backoff = new Backoff(o.health.retry);
     this.producer = new Producer({
-      ...baseClientOptions(o.brokers, o.clientId),
+      ...baseClientOptions(o.brokers, o.clientId, o.requestTimeoutMs),
       // The library also sends this as the transaction timeout (InitProducerId): the coordinator aborts a
       // transaction open longer, and the producer is then fenced. 60 s (the Java client's default) lets
       // a transaction open when the broker went away commit after an outage of up to about a minute.

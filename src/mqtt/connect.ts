@@ -1,10 +1,10 @@
 /** The mqtt:// URL's parameters, read into the MQTT source options. */
 import { type Endpoint, MQTT_PASSWORD_ENV, mqttCredentials } from "../config/endpoint.ts";
-import { oneOf, readQuery } from "../config/query.ts";
+import { integerIn, oneOf, readQuery } from "../config/query.ts";
 import { UsageError } from "../errors.ts";
 import type { Source } from "../pipeline/types.ts";
 import type { SourceLimits } from "../connectors.ts";
-import { createMqttSource } from "./source.ts";
+import { createMqttSource, DEFAULT_KEEPALIVE_S } from "./source.ts";
 
 type MqttEndpoint = Extract<Endpoint, { kind: "mqtt" }>;
 
@@ -16,7 +16,14 @@ export function mqttSource(flag: string, endpoint: MqttEndpoint, limits: SourceL
     "version",
     "username",
     "password-file",
+    "keepalive",
   ]);
+  const keepaliveSeconds = integerIn(flag, "keepalive", q.get("keepalive"), {
+    min: 1,
+    max: 65535,
+    fallback: DEFAULT_KEEPALIVE_S,
+    meaning: "seconds between MQTT pings; a silent link is dropped after 1.5 times this",
+  });
   const qos = Number(oneOf(flag, "qos", q.get("qos"), ["0", "1", "2"], "1")) as 0 | 1 | 2;
   const protocolVersion = Number(oneOf(flag, "version", q.get("version"), ["4", "5"], "5")) as 4 | 5;
   const shareGroup = q.get("share");
@@ -48,6 +55,7 @@ export function mqttSource(flag: string, endpoint: MqttEndpoint, limits: SourceL
     maxPayloadBytes: limits.maxPayloadBytes,
     keepOversizeBytes: limits.keepOversizeBytes,
     health: limits.health,
+    keepaliveSeconds,
   });
 }
 

@@ -17,8 +17,14 @@
  * reading, TCP backpressure reaches the broker, and the broker queues the rest. The broker's window
  * alone is no bound: Mosquitto 2.0.11 releases more messages on every PUBACK of the oldest one
  * (measured: window 20, acks 20 ms late -> ~1600 outstanding). While the loop is held no PINGRESP is
- * read either, so a stall longer than 1.5 x keepalive (90 s) ends in a reconnect; un-acked events are
- * then redelivered (duplicates, never loss).
+ * read either: the source then sends PINGREQs itself, every keepalive, and keeps mqtt.js from timing
+ * the link out (see `holdKeepalive`), so a long stall (Kafka down) does not end in reconnect churn.
+ *
+ * Keepalive: a link that goes silent (a half-open connection, as a NAT timeout leaves it) is dropped
+ * and redialled within 1.5 x keepalive (mqtt.js pings after one keepalive without a PINGRESP or a
+ * PUBLISH, and gives up half a keepalive later); the broker drops ours within 1.5 x keepalive too.
+ * A ping's round trip must stay under half a keepalive. While the packet loop is held, the link is not
+ * checked: a fault then is found within 1.5 x keepalive after the loop runs again.
  *
  * A payload over `maxPayloadBytes` is cut to its first `keepOversizeBytes` as soon as it arrives
  * (its size and sha256 are kept for the dead-letter record): it costs its full size only while
@@ -70,12 +76,18 @@ export interface MqttSourceOptions {
   keepOversizeBytes?: number;
   /** Where connection losses and fatal failures are reported. */
   health?: Health;
-  /** MQTT keepalive in seconds (default 60): a silent link is declared dead after 1.5 x this. */
+  /** MQTT keepalive in seconds (DEFAULT_KEEPALIVE_S): a silent link is declared dead after 1.5 x this. */
   keepaliveSeconds?: number;
 }
 
 /** The mqtt.js version whose internals `holdBackAcks` was written against and tested with. */
 export const PINNED_MQTT_VERSION = "5.16.0";
+
+/**
+ * Seconds between pings on a quiet link (`keepalive=`). 15 s finds a dead link within 22.5 s, rides out
+ * ping round trips up to 7.5 s, and costs ~100 bytes on the wire per ping. mqtt.js's default is 60 s.
+ */
+export const DEFAULT_KEEPALIVE_S = 15;
 
 /** Seconds the broker keeps an MQTT 5 session (subscription + queued messages) while we are away. */
 const SESSION_EXPIRY_S = 24 * 60 * 60;
@@ -213,8 +225,34 @@ export function createMqttSource(options: MqttSourceOptions): Source {
 
   /** Runs `resume` (mqtt.js's "handle the next packet") now, or once the source has room again. */
   const gate = (resume: () => void) => {
-    if (held.full && !closed) gated.push(resume);
-    else resume();
+    if (held.full && !closed) {
+      gated.push(resume);
+      holdKeepalive();
+    } else resume();
+  };
+
+  /**
+   * While the packet loop is held, PINGRESPs stay unread: without this, mqtt.js would time out a healthy
+   * link after 1.5 x keepalive of backpressure, and each reconnect would redeliver the whole window.
+   * Every half keepalive: tell mqtt.js's keepalive timer to start over, and every other time send a
+   * PINGREQ, so the broker (which drops a client silent for 1.5 x keepalive) keeps us connected.
+   */
+  const keepaliveMs = (options.keepaliveSeconds ?? DEFAULT_KEEPALIVE_S) * 1000;
+  let holdTimer: ReturnType<typeof setInterval> | undefined;
+  const holdKeepalive = () => {
+    if (holdTimer !== undefined) return;
+    let ticks = 0;
+    holdTimer = setInterval(() => {
+      if (gated.length === 0 || closed) {
+        clearInterval(holdTimer);
+        holdTimer = undefined;
+        client?.reschedulePing(true); // the loop runs again: the link is checked from now on
+        return;
+      }
+      if (!client?.connected) return;
+      client.reschedulePing(true);
+      if (++ticks % 2 === 0) send!({ cmd: "pingreq" } as Packet);
+    }, keepaliveMs / 2);
   };
 
   /** Lets every held continuation run out (its connection closed, or the source is closing). */
@@ -259,7 +297,7 @@ export function createMqttSource(options: MqttSourceOptions): Source {
       clean: false,
       reconnectPeriod: 1000,
       connectTimeout: 10_000,
-      keepalive: options.keepaliveSeconds ?? 60,
+      keepalive: keepaliveMs / 1000,
       resubscribe: true, // mqtt.js re-subscribes on reconnect when the broker reports no session
       properties: protocolVersion === 5
         ? { sessionExpiryInterval: SESSION_EXPIRY_S, receiveMaximum: maxInFlight }
@@ -406,6 +444,7 @@ export function createMqttSource(options: MqttSourceOptions): Source {
       closed = true;
       wakeConsumer();
       releaseAllGated(); // deliveries are ignored now, and a held loop would keep mqtt.js from closing
+      clearInterval(holdTimer);
       const c = client;
       if (!c) return;
       // Graceful end: acks written so far are in the socket's write buffer ahead of DISCONNECT,
