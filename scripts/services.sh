@@ -148,7 +148,12 @@ ensure_mosquitto() {
 
 write_mosquitto_conf() {
   mkdir -p "$MQ_DIR/data"
-  cat >"$MQ_CONF" <<EOF
+  mosquitto_conf >"$MQ_CONF"
+}
+
+# mosquitto.conf, on stdout.
+mosquitto_conf() {
+  cat <<EOF
 # Written by scripts/services.sh — regenerated on every \`up\`; edit the script, not this file.
 # Reference: man mosquitto.conf (options checked against Mosquitto 2.0.11, Debian bookworm).
 
@@ -280,7 +285,13 @@ kafka_tool() { # class args... (killed after 60 s: a tool must never hang `up`)
 
 write_kafka_conf() {
   mkdir -p "$KF_DIR/data"
-  cat >"$KF_CONF" <<EOF
+  kafka_conf >"$KF_CONF"
+  write_kafka_log_conf
+}
+
+# server.properties, on stdout (`up` compares it with the running broker's to restart a stale one).
+kafka_conf() {
+  cat <<EOF
 # Written by scripts/services.sh — regenerated on every \`up\`; edit the script, not this file.
 # A single-node KRaft cluster (no ZooKeeper): this process is both broker and controller.
 node.id=1
@@ -323,6 +334,9 @@ num.network.threads=2
 num.io.threads=4
 num.recovery.threads.per.data.dir=1
 EOF
+}
+
+write_kafka_log_conf() {
   cat >"$KF_DIR/log4j2.properties" <<EOF
 # Written by scripts/services.sh. Broker log: $KF_LOG
 status = warn
@@ -505,6 +519,17 @@ print_endpoints() {
 cmd_up() {
   local t0
   t0=$(now_ms)
+  # A broker started by an older version of this script (another configuration) is restarted with the
+  # current one; its data is kept.
+  local pid
+  if pid=$(mq_pid) && ! cmp -s <(mosquitto_conf) "$MQ_CONF"; then
+    say "mosquitto runs with an older configuration: restarting it"
+    stop_one mosquitto "$pid"
+  fi
+  if pid=$(kf_pid) && ! cmp -s <(kafka_conf) "$KF_CONF"; then
+    say "kafka runs with an older configuration: restarting it"
+    stop_one kafka "$pid"
+  fi
   if mq_pid >/dev/null && kf_pid >/dev/null; then
     start_toxiproxy
     say "already running (state in $STATE)"
