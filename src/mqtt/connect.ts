@@ -5,6 +5,7 @@ import { UsageError } from "../errors.ts";
 import type { Source } from "../pipeline/types.ts";
 import type { SourceLimits } from "../connectors.ts";
 import { createMqttSource, DEFAULT_KEEPALIVE_S } from "./source.ts";
+import { DEFAULT_TAKEOVER_DELAY_S } from "./takeover.ts";
 
 type MqttEndpoint = Extract<Endpoint, { kind: "mqtt" }>;
 
@@ -17,6 +18,7 @@ export function mqttSource(flag: string, endpoint: MqttEndpoint, limits: SourceL
     "username",
     "password-file",
     "keepalive",
+    "takeover",
   ]);
   const keepaliveSeconds = integerIn(flag, "keepalive", q.get("keepalive"), {
     min: 1,
@@ -30,6 +32,22 @@ export function mqttSource(flag: string, endpoint: MqttEndpoint, limits: SourceL
   if (shareGroup !== undefined && protocolVersion !== 5) {
     throw new UsageError(`${flag} share=${shareGroup} needs MQTT 5: drop version=4`);
   }
+  const takeover = q.get("takeover");
+  if (takeover !== undefined && shareGroup === undefined) {
+    throw new UsageError(`${flag} takeover=${takeover} needs a shared subscription: add share=GROUP`);
+  }
+  const takeoverDelaySeconds = shareGroup === undefined || takeover === "off" ? undefined : integerIn(
+    flag,
+    "takeover",
+    takeover,
+    {
+      min: 0,
+      max: 3600,
+      fallback: DEFAULT_TAKEOVER_DELAY_S,
+      meaning:
+        "seconds after a member of the share group vanished before another takes over its session, or off",
+    },
+  );
   // Password: password-file=PATH, else the URL's user:password@, else $EDGEINFER_MQTT_PASSWORD.
   const { username, password, passwordFrom } = mqttCredentials(flag, endpoint, q);
   if (password !== undefined && username === undefined && protocolVersion === 4) {
@@ -56,6 +74,7 @@ export function mqttSource(flag: string, endpoint: MqttEndpoint, limits: SourceL
     keepOversizeBytes: limits.keepOversizeBytes,
     health: limits.health,
     keepaliveSeconds,
+    takeoverDelaySeconds,
   });
 }
 

@@ -44,6 +44,7 @@ import { logLine } from "../log.ts";
 import { Health } from "../pipeline/health.ts";
 import { cutOversize, HeldBudget } from "../pipeline/held.ts";
 import type { Origin, Source, SourceEvent } from "../pipeline/types.ts";
+import { takeoverTopic, takeoverWill } from "./takeover.ts";
 
 export interface MqttSourceOptions {
   /** Broker URL, e.g. "mqtt://127.0.0.1:1883" (mqtts://, ws:// also work). */
@@ -78,6 +79,11 @@ export interface MqttSourceOptions {
   health?: Health;
   /** MQTT keepalive in seconds (DEFAULT_KEEPALIVE_S): a silent link is declared dead after 1.5 x this. */
   keepaliveSeconds?: number;
+  /**
+   * With `shareGroup`: the Will Delay after which a surviving member takes over a lost member's session
+   * (takeover.ts). Undefined: no takeover.
+   */
+  takeoverDelaySeconds?: number;
 }
 
 /** The mqtt.js version whose internals `holdBackAcks` was written against and tested with. */
@@ -192,10 +198,24 @@ export function createMqttSource(options: MqttSourceOptions): Source {
   const subscription = shareGroup === undefined ? topicFilter : `$share/${shareGroup}/${topicFilter}`;
   const description = `${broker}/${subscription}`;
 
-  let client: MqttClient | undefined;
-  let send: SendPacket | undefined;
-  /** Bumped whenever the connection closes: acks of earlier deliveries are then dropped. */
-  let generation = 0;
+  /**
+   * One connection to the broker under one client id: ours, or a lost peer's session taken over (see
+   * takeover.ts). Deliveries of every link feed the same buffer and count against the same memory bound.
+   */
+  interface Link {
+    readonly clientId: string;
+    readonly adopted: boolean;
+    readonly client: MqttClient;
+    /** The original `_sendPacket`: writes the PUBACKs withheld by holdBackAcks. */
+    readonly send: SendPacket;
+    /** Bumped whenever the connection closes: acks of earlier deliveries are then dropped. */
+    generation: number;
+    /** mqtt.js packet-loop continuations held back while the source is full (see `gate`). */
+    gated: (() => void)[];
+    readonly writeAck: (cmd: AckCmd, messageId: number, generation: number) => void;
+  }
+  let primary: Link | undefined;
+  const links = new Set<Link>();
   let buffer: SourceEvent[] = [];
   let paused = false;
   let closed = false;
@@ -206,60 +226,75 @@ export function createMqttSource(options: MqttSourceOptions): Source {
   const part = `MQTT source ${broker}`;
   const maxPayloadBytes = options.maxPayloadBytes ?? Infinity;
   const keepOversizeBytes = Math.min(options.keepOversizeBytes ?? 64 * 1024, maxPayloadBytes);
-  /** mqtt.js packet-loop continuations held back while the source is full (see `gate`). */
-  let gated: (() => void)[] = [];
+  const keepaliveMs = (options.keepaliveSeconds ?? DEFAULT_KEEPALIVE_S) * 1000;
+  const takeover = shareGroup !== undefined && options.takeoverDelaySeconds !== undefined
+    ? { topic: takeoverTopic(shareGroup, topicFilter), delayS: options.takeoverDelaySeconds }
+    : undefined;
   let releaseScheduled = false;
+
+  const anyGated = () => {
+    for (const link of links) if (link.gated.length > 0) return true;
+    return false;
+  };
 
   const releaseGated = () => {
     releaseScheduled = false;
-    while (gated.length > 0 && (!held.full || closed)) gated.shift()!();
+    for (const link of links) {
+      while (link.gated.length > 0 && (!held.full || closed)) link.gated.shift()!();
+    }
   };
 
-  /** The memory bound; an ack that makes room resumes the packet loop, once per burst of acks. */
+  /** The memory bound; an ack that makes room resumes the packet loops, once per burst of acks. */
   const held = new HeldBudget(maxInFlight, options.maxHeldBytes ?? 64 * 1024 * 1024, () => {
-    if (gated.length > 0 && !releaseScheduled) {
+    if (!releaseScheduled && anyGated()) {
       releaseScheduled = true;
       queueMicrotask(releaseGated); // outside the pipeline's ack loop
     }
   });
 
   /** Runs `resume` (mqtt.js's "handle the next packet") now, or once the source has room again. */
-  const gate = (resume: () => void) => {
+  const gate = (link: Link, resume: () => void) => {
     if (held.full && !closed) {
-      gated.push(resume);
+      link.gated.push(resume);
       holdKeepalive();
     } else resume();
   };
 
+  /** Lets every held continuation of a link run out (its connection closed, or the source is closing). */
+  const releaseAllGated = (link: Link) => {
+    const stale = link.gated;
+    link.gated = [];
+    for (const resume of stale) resume();
+  };
+
   /**
-   * While the packet loop is held, PINGRESPs stay unread: without this, mqtt.js would time out a healthy
+   * While a packet loop is held, PINGRESPs stay unread: without this, mqtt.js would time out a healthy
    * link after 1.5 x keepalive of backpressure, and each reconnect would redeliver the whole window.
    * Every half keepalive: tell mqtt.js's keepalive timer to start over, and every other time send a
    * PINGREQ, so the broker (which drops a client silent for 1.5 x keepalive) keeps us connected.
    */
-  const keepaliveMs = (options.keepaliveSeconds ?? DEFAULT_KEEPALIVE_S) * 1000;
   let holdTimer: ReturnType<typeof setInterval> | undefined;
   const holdKeepalive = () => {
     if (holdTimer !== undefined) return;
     let ticks = 0;
     holdTimer = setInterval(() => {
-      if (gated.length === 0 || closed) {
+      ticks++;
+      let holding = false;
+      for (const link of links) {
+        if (link.gated.length === 0 || closed) {
+          link.client.reschedulePing(true); // its loop runs: the link is checked from now on
+          continue;
+        }
+        holding = true;
+        if (!link.client.connected) continue;
+        link.client.reschedulePing(true);
+        if (ticks % 2 === 0) link.send({ cmd: "pingreq" } as Packet);
+      }
+      if (!holding) {
         clearInterval(holdTimer);
         holdTimer = undefined;
-        client?.reschedulePing(true); // the loop runs again: the link is checked from now on
-        return;
       }
-      if (!client?.connected) return;
-      client.reschedulePing(true);
-      if (++ticks % 2 === 0) send!({ cmd: "pingreq" } as Packet);
     }, keepaliveMs / 2);
-  };
-
-  /** Lets every held continuation run out (its connection closed, or the source is closing). */
-  const releaseAllGated = () => {
-    const stale = gated;
-    gated = [];
-    for (const resume of stale) resume();
   };
 
   const release = (event: MqttEvent) => held.release(event.payload.length);
@@ -272,45 +307,62 @@ export function createMqttSource(options: MqttSourceOptions): Source {
     w?.();
   };
 
-  const writeAck = (cmd: AckCmd, messageId: number, gen: number) => {
-    // An ack for a delivery from an earlier connection must not be sent: the broker re-sends that
-    // message (same packet id) on the new connection, and once acked it may reuse the id for a
-    // different message, which a late PUBACK would then acknowledge before it was processed.
-    if (gen !== generation || !client?.connected) return;
-    send!({ cmd, messageId } as Packet);
-  };
-
   const fail = (err: Error) => {
     if (failure || closed) return;
     failure = err;
-    client?.end(true);
+    for (const link of links) link.client.end(true);
     health.fatal(err);
     wakeConsumer();
   };
 
-  const connect = () => {
+  /** A peer of the share group is gone (its will arrived): resume its session, unless we hold it. */
+  const adopt = (peerId: string) => {
+    if (closed || failure || peerId === options.clientId) return;
+    for (const link of links) if (link.clientId === peerId) return;
+    logLine(`mqtt: ${peerId} left the shared subscription '${subscription}': taking over its session`);
+    openLink(peerId, true);
+  };
+
+  const openLink = (clientId: string, adopted: boolean): Link => {
     const clientOptions: IClientOptions = {
-      clientId: options.clientId,
+      clientId,
       username: options.username,
       password: options.password,
       protocolVersion,
       clean: false,
-      reconnectPeriod: 1000,
+      // An adopted session is never redialled: its will (below) brings it to whichever member is alive.
+      reconnectPeriod: adopted ? 0 : 1000,
       connectTimeout: 10_000,
       keepalive: keepaliveMs / 1000,
-      resubscribe: true, // mqtt.js re-subscribes on reconnect when the broker reports no session
+      resubscribe: !adopted, // mqtt.js re-subscribes on reconnect when the broker reports no session
+      will: takeover ? takeoverWill(takeover.topic, clientId, takeover.delayS) : undefined,
       properties: protocolVersion === 5
         ? { sessionExpiryInterval: SESSION_EXPIRY_S, receiveMaximum: maxInFlight }
         : undefined,
     };
     const c = mqtt.connect(options.brokerUrl, clientOptions);
-    client = c;
-    send = holdBackAcks(c, gate);
+    const link: Link = {
+      clientId,
+      adopted,
+      client: c,
+      send: holdBackAcks(c, (resume) => gate(link, resume)),
+      generation: 0,
+      gated: [],
+      writeAck: (cmd: AckCmd, messageId: number, gen: number) => {
+        // An ack for a delivery from an earlier connection must not be sent: the broker re-sends that
+        // message (same packet id) on the new connection, and once acked it may reuse the id for a
+        // different message, which a late PUBACK would then acknowledge before it was processed.
+        if (gen !== link.generation || !c.connected) return;
+        link.send({ cmd, messageId } as Packet);
+      },
+    };
+    links.add(link);
     // QoS 0 and 1 messages reach the application through handleMessage (public API): holding its
     // callback holds the packet loop. (QoS 2 is held at PUBREC, in holdBackAcks.)
     c.handleMessage = (packet: Packet, callback: (err?: Error) => void) => {
-      if ((packet as IPublishPacket).qos === 2) callback();
-      else gate(() => callback());
+      const p = packet as IPublishPacket;
+      if (p.qos === 2 || p.topic === takeover?.topic) callback();
+      else gate(link, () => callback());
     };
     let everConnected = false;
     let offline = false;
@@ -330,6 +382,12 @@ export function createMqttSource(options: MqttSourceOptions): Source {
       }
       const p = packet as IPublishPacket;
       const topic = p.topic;
+      if (topic === takeover?.topic) {
+        // A departure, not an event (also when the shared filter matches it: then acked here).
+        if (p.qos === 1) link.send({ cmd: "puback", messageId: p.messageId } as Packet);
+        adopt(new TextDecoder().decode(p.payload as Uint8Array));
+        return;
+      }
       let payload = p.payload as Uint8Array; // a Buffer, i.e. a Uint8Array; not copied
       let oversize: { bytes: number; sha256: string } | undefined;
       if (payload.length > maxPayloadBytes) {
@@ -342,10 +400,10 @@ export function createMqttSource(options: MqttSourceOptions): Source {
         topic,
         now,
         release,
-        p.qos === 0 ? null : writeAck,
+        p.qos === 0 ? null : link.writeAck,
         p.qos === 2 ? "pubrec" : "puback",
         p.messageId ?? 0,
-        generation,
+        link.generation,
       );
       if (oversize) event.oversize = oversize;
       held.hold(payload.length);
@@ -355,12 +413,39 @@ export function createMqttSource(options: MqttSourceOptions): Source {
       if (wake && wakeTimer === undefined && !paused) wakeTimer = setTimeout(wakeConsumer, 0);
     });
 
+    if (adopted) {
+      c.on("connect", (connack: IConnackPacket) => {
+        if (connack.sessionPresent) {
+          logLine(`mqtt: took over the session of ${clientId}: scoring its queued and new messages`);
+        } else {
+          // Gone already (expired, or drained and ended by another member): leave no empty session behind.
+          logLine(`mqtt: the session of ${clientId} no longer exists: nothing to take over`);
+          c.end(false, { properties: { sessionExpiryInterval: 0 } });
+        }
+      });
+      c.on("close", () => {
+        link.generation++;
+        releaseAllGated(link);
+        if (!links.delete(link) || closed) return;
+        logLine(`mqtt: let go of the session of ${clientId} (its owner is back, or the link dropped)`);
+        c.end(true);
+      });
+      c.on("error", (err: Error) => {
+        if (!closed) logLine(`mqtt: session of ${clientId}: ${err.message}`);
+      });
+      return link;
+    }
+
     c.on("connect", (connack: IConnackPacket) => {
       if (!everConnected) {
         everConnected = true;
         // Subscribe on the first connection even when the session exists (the filter or QoS may
         // have changed); later reconnects re-subscribe through mqtt.js when the session was lost.
-        c.subscribe(subscription, { qos, ...(protocolVersion === 5 ? { rh: 1 } : {}) }, (err) => {
+        const filters: Record<string, { qos: 0 | 1 | 2; rh?: number }> = {
+          [subscription]: { qos, ...(protocolVersion === 5 ? { rh: 1 } : {}) },
+        };
+        if (takeover) filters[takeover.topic] = { qos: 0, rh: 1 };
+        c.subscribe(filters, (err) => {
           if (err) {
             fail(
               new RuntimeError(
@@ -369,7 +454,7 @@ export function createMqttSource(options: MqttSourceOptions): Source {
             );
           } else {
             logLine(
-              `mqtt: subscribed to '${subscription}' at QoS ${qos} as ${options.clientId} ` +
+              `mqtt: subscribed to '${subscription}' at QoS ${qos} as ${clientId} ` +
                 `(session ${connack.sessionPresent ? "resumed" : "new"})`,
             );
           }
@@ -381,8 +466,8 @@ export function createMqttSource(options: MqttSourceOptions): Source {
       health.recovered(part);
     });
     c.on("close", () => {
-      generation++;
-      releaseAllGated(); // the closed connection's packet loop is superseded
+      link.generation++;
+      releaseAllGated(link); // the closed connection's packet loop is superseded
     });
     c.on("offline", () => {
       if (!closed) {
@@ -401,17 +486,27 @@ export function createMqttSource(options: MqttSourceOptions): Source {
         health.waiting(part, err.message || String(err));
       }
     });
+    return link;
   };
+
+  /** Ends a link gracefully: acks written so far go out ahead of DISCONNECT (flushed, not destroyed). */
+  const endLink = (link: Link) =>
+    new Promise<void>((resolve) => {
+      // With takeover, leave "with Will" (0x04): after the will delay a peer resumes this session and
+      // scores what the broker queues for it meanwhile, unless this instance is back before that.
+      const disconnect = takeover ? { reasonCode: 0x04 } : {};
+      link.client.end(false, disconnect, () => resolve());
+    });
 
   return {
     description,
 
     async *events(signal: AbortSignal): AsyncIterable<SourceEvent[]> {
-      if (client) throw new Error("MqttSource.events() may only be called once");
+      if (primary) throw new Error("MqttSource.events() may only be called once");
       const onAbort = () => wakeConsumer();
       signal.addEventListener("abort", onAbort, { once: true });
       health.onFatal(fail); // e.g. an outage that outlasted --give-up-after
-      connect();
+      primary = openLink(options.clientId, false);
       try {
         while (true) {
           if (failure) throw failure;
@@ -443,14 +538,11 @@ export function createMqttSource(options: MqttSourceOptions): Source {
       if (closed) return;
       closed = true;
       wakeConsumer();
-      releaseAllGated(); // deliveries are ignored now, and a held loop would keep mqtt.js from closing
+      // Deliveries are ignored now, and a held loop would keep mqtt.js from closing.
+      for (const link of links) releaseAllGated(link);
       clearInterval(holdTimer);
-      const c = client;
-      if (!c) return;
-      // Graceful end: acks written so far are in the socket's write buffer ahead of DISCONNECT,
-      // and the stream is ended (flushed), not destroyed. Un-acked deliveries get no PUBACK: the
-      // broker re-sends them in the next session.
-      await new Promise<void>((resolve) => c.end(false, {}, () => resolve()));
+      // Un-acked deliveries get no PUBACK: the broker re-sends them in the next session.
+      await Promise.all([...links].map(endLink));
     },
   };
 }
