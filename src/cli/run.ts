@@ -35,7 +35,10 @@ Model and input
 Where events come from and go
   --source URL            mqtt://[user@]host:port/<filter>[?qos=1&client-id=ID&share=GROUP&version=5]
                             login: username=, password-file=PATH or EDGEINFER_MQTT_PASSWORD (never argv)
+                            keepalive=15 (s; a dead link is dropped within 1.5x), takeover=5 (s after a
+                            share= member vanished, a survivor resumes its session; or off)
                           kafka://host:port[,host:port]/<topic>[?group=edgeinfer&from=earliest]
+                            request-timeout-ms=15000 (an unanswered request drops the connection; sink too)
                           file:<path> (one event per line) or - (stdin); these end the run at EOF
   --sink URL              kafka://host:port/<topic>[?compression=zstd&max-record-bytes=1000000]
                             compression: none, gzip, snappy, lz4 or zstd (the default)

@@ -50,6 +50,31 @@ Deno.test("edgeinfer names bad commands, flags, URLs and model paths in one line
     await runCli(["run", "--model", model, "--source", "mqtt://127.0.0.1:1883/t?qso=1"]),
     /--source has unknown parameter 'qso'; allowed: qos, client-id, share, version/,
   );
+  // Link settings name the parameter, the range and the default.
+  assertUsageError(
+    await runCli(["run", "--model", model, "--source", "mqtt://127.0.0.1:1883/t?keepalive=0"]),
+    /--source parameter keepalive=0 must be a whole number from 1 to 65535 \(seconds between MQTT pings.*default 15\)/,
+  );
+  assertUsageError(
+    await runCli(["run", "--model", model, "--source", "mqtt://127.0.0.1:1883/t?takeover=3"]),
+    /--source takeover=3 needs a shared subscription: add share=GROUP/,
+  );
+  assertUsageError(
+    await runCli(["run", "--model", model, "--source", "mqtt://127.0.0.1:1883/t?share=g&takeover=soon"]),
+    /--source parameter takeover=soon must be a whole number from 0 to 3600 .*or off; default 5\)/,
+  );
+  assertUsageError(
+    await runCli([
+      "run",
+      "--model",
+      model,
+      "--source",
+      "-",
+      "--sink",
+      "kafka://127.0.0.1:9092/o?request-timeout-ms=5s",
+    ]),
+    /--sink parameter request-timeout-ms=5s must be a whole number from 1000 to 300000 \(milliseconds/,
+  );
   assertUsageError(
     await runCli(["run", "--model", "no/such/model.onnx", "--source", "-"]),
     /--model 'no\/such\/model.onnx' does not exist/,
