@@ -112,6 +112,7 @@ const FATAL_TYPES = new Set([
   "UNSUPPORTED_VERSION",
   "INVALID_CONFIG",
   "INVALID_REQUEST",
+  "INVALID_SESSION_TIMEOUT", // session-timeout-ms= outside the broker's group.min/max.session.timeout.ms
   "INVALID_PRODUCER_EPOCH", // fenced by a newer instance with the same transactional id
   "PRODUCER_FENCED",
   "TRANSACTIONAL_ID_NOT_FOUND",

@@ -6,7 +6,7 @@ import type { Health } from "../pipeline/health.ts";
 import type { Sink, Source } from "../pipeline/types.ts";
 import type { SourceLimits } from "../connectors.ts";
 import { type Compression, COMPRESSIONS, createKafkaSink, DEFAULT_MAX_RECORD_BYTES } from "./sink.ts";
-import { createKafkaSource } from "./source.ts";
+import { createKafkaSource, DEFAULT_SESSION_TIMEOUT_MS } from "./source.ts";
 import { DEFAULT_REQUEST_TIMEOUT_MS } from "./client.ts";
 import { KafkaTransactions } from "./transactions.ts";
 
@@ -28,8 +28,25 @@ function requestTimeoutMs(flag: string, q: Map<string, string>): number {
   });
 }
 
+/** `session-timeout-ms=`: how long a silent group member keeps its partitions (the takeover time). */
+function sessionTimeoutMs(flag: string, q: Map<string, string>): number {
+  return integerIn(flag, "session-timeout-ms", q.get("session-timeout-ms"), {
+    min: 1000,
+    max: 300_000,
+    fallback: DEFAULT_SESSION_TIMEOUT_MS,
+    meaning: "milliseconds a silent consumer group member keeps its partitions; within the broker's " +
+      "group.min/max.session.timeout.ms",
+  });
+}
+
 export function kafkaSource(flag: string, endpoint: KafkaEndpoint, limits: SourceLimits): Source {
-  const q = readQuery(flag, endpoint.params, ["group", "from", "client-id", "request-timeout-ms"]);
+  const q = readQuery(flag, endpoint.params, [
+    "group",
+    "from",
+    "client-id",
+    "request-timeout-ms",
+    "session-timeout-ms",
+  ]);
   return createKafkaSource({
     brokers: endpoint.brokers,
     topic: endpoint.topic,
@@ -37,6 +54,7 @@ export function kafkaSource(flag: string, endpoint: KafkaEndpoint, limits: Sourc
     clientId: q.get("client-id") ?? "edgeinfer",
     fromBeginning: oneOf(flag, "from", q.get("from"), ["earliest", "latest"], "earliest") === "earliest",
     requestTimeoutMs: requestTimeoutMs(flag, q),
+    sessionTimeoutMs: sessionTimeoutMs(flag, q),
     ...limits,
   });
 }
@@ -110,7 +128,13 @@ export function exactlyOnce(
       );
     }
   }
-  const sq = readQuery("--source", source.params, ["group", "from", "client-id", "request-timeout-ms"]);
+  const sq = readQuery("--source", source.params, [
+    "group",
+    "from",
+    "client-id",
+    "request-timeout-ms",
+    "session-timeout-ms",
+  ]);
   const q = readQuery("--sink", sink.params, [
     "client-id",
     "max-record-bytes",
@@ -128,6 +152,7 @@ export function exactlyOnce(
     fromBeginning:
       oneOf("--source", "from", sq.get("from"), ["earliest", "latest"], "earliest") === "earliest",
     requestTimeoutMs: requestTimeoutMs("--source", sq),
+    sessionTimeoutMs: sessionTimeoutMs("--source", sq),
     ...limits,
     transactional: true,
   });

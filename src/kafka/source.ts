@@ -54,6 +54,8 @@ export interface KafkaSourceOptions {
   health?: Health;
   /** A request unanswered this long closes its connection (DEFAULT_REQUEST_TIMEOUT_MS). */
   requestTimeoutMs?: number;
+  /** The group session: a member silent this long is expelled and its partitions reassigned. */
+  sessionTimeoutMs?: number;
   /**
    * Exactly once: the source commits nothing itself; the acknowledged offsets go into the sink's
    * Kafka transaction (takeTransactionOffsets), committed with the records they produced.
@@ -123,6 +125,9 @@ class KafkaEvent implements SourceEvent {
   }
 }
 
+/** `session-timeout-ms=`'s default. */
+export const DEFAULT_SESSION_TIMEOUT_MS = 10_000;
+
 export function createKafkaSource(options: KafkaSourceOptions): KafkaSource {
   const { brokers, topic, groupId, fromBeginning } = options;
   const maxHeldEvents = options.maxHeldEvents ?? 1280;
@@ -139,10 +144,14 @@ export function createKafkaSource(options: KafkaSourceOptions): KafkaSource {
     // fast as 10 MiB here and keeps the heap small.
     maxBytes: Math.max(64 << 10, Math.min(1 << 20, Math.floor(maxHeldBytes / 4))),
     maxWaitTime: MAX_WAIT_MS,
-    // A member that vanished (crash, broker restart) blocks the group's next rebalance until its
-    // session expires; 10 s heals faster than the library's 60 s. Heartbeats run on their own timer.
-    sessionTimeout: 10_000,
-    heartbeatInterval: 3000,
+    // A member that vanished (crash, broker restart, dead link) keeps its partitions until its session
+    // expires: the takeover time of a group. 10 s heals faster than the library's 60 s (Kafka's own default
+    // is 45 s). Heartbeats run on their own timer, three per session.
+    sessionTimeout: options.sessionTimeoutMs ?? DEFAULT_SESSION_TIMEOUT_MS,
+    heartbeatInterval: Math.min(
+      3000,
+      Math.floor((options.sessionTimeoutMs ?? DEFAULT_SESSION_TIMEOUT_MS) / 3),
+    ),
     rebalanceTimeout: 30_000,
   });
   const maxPayloadBytes = options.maxPayloadBytes ?? Infinity;
