@@ -39,6 +39,7 @@ Where events come from and go
                             share= member vanished, a survivor resumes its session; or off)
                           kafka://host:port[,host:port]/<topic>[?group=edgeinfer&from=earliest]
                             request-timeout-ms=15000 (an unanswered request drops the connection; sink too)
+                            session-timeout-ms=10000 (a lost member's partitions move after this)
                           file:<path> (one event per line) or - (stdin); these end the run at EOF
   --sink URL              kafka://host:port/<topic>[?compression=zstd&max-record-bytes=1000000]
                             compression: none, gzip, snappy, lz4 or zstd (the default)
