@@ -148,6 +148,12 @@ export function isRetriableKafkaError(e: unknown, options: { unknownTopicIsFatal
   return network || retriable;
 }
 
+/** Whether a failure is the network's (refused, reset, closed, a request timed out), not a broker's answer. */
+export function isNetworkKafkaError(e: unknown): boolean {
+  for (const err of errorsOf(e)) if (err.code === "PLT_KFK_NETWORK") return true;
+  return false;
+}
+
 /** The innermost, most specific message of a failure. */
 function innermostMessage(e: unknown): string {
   let message = e instanceof Error ? e.message : String(e);

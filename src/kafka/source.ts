@@ -29,7 +29,13 @@ import { logLine } from "../log.ts";
 import { Backoff, Health } from "../pipeline/health.ts";
 import { cutOversize, HeldBudget } from "../pipeline/held.ts";
 import type { Origin, Source, SourceEvent } from "../pipeline/types.ts";
-import { baseClientOptions, describeKafkaError, isRetriableKafkaError, retryKafka } from "./client.ts";
+import {
+  baseClientOptions,
+  describeKafkaError,
+  isNetworkKafkaError,
+  isRetriableKafkaError,
+  retryKafka,
+} from "./client.ts";
 import { OffsetTracker, type PartitionOffset } from "./offset_tracker.ts";
 
 export interface KafkaSourceOptions {
@@ -160,6 +166,9 @@ function noRejoinFromCommit(consumer: Consumer<Buffer, Buffer, Buffer, Buffer>):
   };
 }
 
+/** The library's pause between its own retries of one request (its default). */
+const LIBRARY_RETRY_DELAY_MS = 1000;
+
 /** `session-timeout-ms=`'s default. */
 export const DEFAULT_SESSION_TIMEOUT_MS = 10_000;
 
@@ -170,6 +179,7 @@ export function createKafkaSource(options: KafkaSourceOptions): KafkaSource {
   const health = options.health ?? new Health(undefined, logLine);
   const part = `Kafka source ${brokers.join(",")}`;
   const backoff = new Backoff(health.retry);
+  const sessionTimeoutMs = options.sessionTimeoutMs ?? DEFAULT_SESSION_TIMEOUT_MS;
   const consumer = new Consumer({
     ...baseClientOptions(brokers, options.clientId, options.requestTimeoutMs),
     groupId,
@@ -182,14 +192,41 @@ export function createKafkaSource(options: KafkaSourceOptions): KafkaSource {
     // A member that vanished (crash, broker restart, dead link) keeps its partitions until its session
     // expires: the takeover time of a group. 10 s heals faster than the library's 60 s (Kafka's own default
     // is 45 s). Heartbeats run on their own timer, three per session.
-    sessionTimeout: options.sessionTimeoutMs ?? DEFAULT_SESSION_TIMEOUT_MS,
-    heartbeatInterval: Math.min(
-      3000,
-      Math.floor((options.sessionTimeoutMs ?? DEFAULT_SESSION_TIMEOUT_MS) / 3),
-    ),
+    sessionTimeout: sessionTimeoutMs,
+    heartbeatInterval: Math.min(3000, Math.floor(sessionTimeoutMs / 3)),
+    // The library retries a fetch, metadata or heartbeat request by itself (3 times, each one waiting
+    // up to the request timeout) before the stream reports an error: ~13 request timeouts. Say at once
+    // that the link is down, so a dead link shows within one request timeout (linkUp() clears it).
+    retryDelay: (_client: unknown, _operation: string, _attempt: number, _retries: number, error: Error) => {
+      if (!stopping && isNetworkKafkaError(error)) {
+        linkDown = true;
+        health.waiting(part, describeKafkaError(error, brokers, topic));
+      }
+      return LIBRARY_RETRY_DELAY_MS;
+    },
     rebalanceTimeout: 30_000,
   });
   noRejoinFromCommit(consumer);
+  /** A request failed on the network (see retryDelay) and nothing has come through since. */
+  let linkDown = false;
+  const linkUp = () => {
+    if (!linkDown || stopping) return;
+    linkDown = false;
+    health.recovered(part);
+  };
+  // Heartbeats go out every few seconds even on an idle topic: the first one answered means the link is back.
+  consumer.on("consumer:heartbeat:end", linkUp);
+  // A rejoin the library started by itself (its heartbeat was told to) failed for good: it emits 'error'
+  // on the consumer, which would end the process without a listener, and schedules no more heartbeats.
+  // Report it and join again after the backoff (a join's options must not be empty: noRejoinFromCommit).
+  consumer.on("error", (e: unknown) => {
+    if (stopping) return;
+    if (!isRetriableKafkaError(e)) return fail(e);
+    health.waiting(part, describeKafkaError(e, brokers, topic));
+    setTimeout(() => {
+      if (!stopping) consumer.joinGroup({ sessionTimeout: sessionTimeoutMs }).catch(() => {});
+    }, backoff.next());
+  });
   const maxPayloadBytes = options.maxPayloadBytes ?? Infinity;
   const keepOversizeBytes = Math.min(options.keepOversizeBytes ?? 64 * 1024, maxPayloadBytes);
   const held = new HeldBudget(maxHeldEvents, maxHeldBytes, () => {
@@ -239,6 +276,7 @@ export function createKafkaSource(options: KafkaSourceOptions): KafkaSource {
 
   function onMessage(this: RawStream, m: RawMessage): void {
     if (this !== stream || stopping) return; // a previous generation's, or shutting down
+    if (linkDown) linkUp();
     const partition = m.partition;
     const offset = Number(m.offset);
     const ticket = tracker.track(partition, offset);
