@@ -8,9 +8,14 @@
  *
  * Failures:
  * - retriable (broker down or restarting, leader moving): the library sends the same request again,
- *   with the same sequence numbers (the broker drops what an earlier attempt already wrote), for ever
- *   with capped backoff, each retry reported to `health`; --give-up-after makes it fatal. A request
- *   that times out is sent again by this sink. Starting while Kafka is down is the same case.
+ *   with the same sequence numbers (the broker drops what an earlier attempt already wrote), twice,
+ *   then this sink goes on for ever with capped backoff (the library then starts a new idempotent
+ *   session: a request that had in fact been written is written again — duplicates, never loss), each
+ *   retry reported to `health`; --give-up-after makes it fatal. Starting while Kafka is down is the same.
+ * - a slow link: a request that times out (its bytes take longer than the request timeout to cross
+ *   the link) would time out again for ever if sent again as it is. Its records are sent again in
+ *   requests of a quarter of the size, down to MIN_REQUEST_BYTES; answers well within the timeout
+ *   double the size again, up to MAX_REQUEST_BYTES.
  * - one record refused for good (larger than the topic accepts, invalid for it): a poison pill
  *   must not stop the stream. Records over `maxRecordBytes` are refused before sending; when the
  *   broker refuses a request for such a reason, its records are sent one by one to find the
@@ -25,6 +30,7 @@ import { Backoff, Health } from "../pipeline/health.ts";
 import type { OutRecord, Refusal, Sink } from "../pipeline/types.ts";
 import {
   baseClientOptions,
+  DEFAULT_REQUEST_TIMEOUT_MS,
   describeKafkaError,
   ensureTopic,
   HeaderEncoder,
@@ -33,6 +39,8 @@ import {
   recordSerializers,
   retryKafka,
 } from "./client.ts";
+
+type Message = MessageToProduce<string, string, Buffer, Buffer>;
 
 /** Compression codecs of the Kafka sink (`compression=`): all built into the client (wasm or zlib). */
 export const COMPRESSIONS = ["none", "gzip", "snappy", "lz4", "zstd"] as const;
@@ -64,6 +72,22 @@ export interface KafkaSinkOptions {
  * one-partition topic within it. A bigger send() is split into several requests, in order.
  */
 const MAX_REQUEST_BYTES = 512 * 1024;
+/** The smallest request size a slow link brings it down to (one record may still be larger). */
+const MIN_REQUEST_BYTES = 16 * 1024;
+/** The library's own attempts at one request before it gives it back to us (2 retries: 3 attempts). */
+const LIBRARY_PRODUCE_RETRIES = 2;
+
+/** A request timed out and holds several records: they are sent again in smaller requests. */
+class SlowLink extends Error {}
+
+function isRequestTimeout(e: unknown): boolean {
+  for (let err: unknown = e, depth = 0; err instanceof Error && depth < 8; depth++) {
+    if (/Request timed out/.test(err.message)) return true;
+    if (err instanceof AggregateError && err.errors.some(isRequestTimeout)) return true;
+    err = err.cause;
+  }
+  return false;
+}
 export const DEFAULT_MAX_RECORD_BYTES = 1_000_000;
 
 /** Broker answers that condemn a record (or the batch holding it), not the connection. */
@@ -121,8 +145,10 @@ export function createKafkaSink(options: KafkaSinkOptions): Sink {
     autocreateTopics: true,
     compression: options.compression === "none" ? undefined : options.compression,
     // The library retries a failed produce request itself, with the same sequence numbers, so that the
-    // broker deduplicates; for an idempotent producer, without limit. Each retry is reported here:
-    // the status line shows the outage, and --give-up-after ends it (close() aborts the retries).
+    // broker deduplicates (for an idempotent producer without limit, unless told: see the header). Each
+    // retry is reported here: the status line shows the outage, and --give-up-after ends it (close()
+    // aborts the retries).
+    retries: LIBRARY_PRODUCE_RETRIES,
     retryDelay: (_client: unknown, _operation: string, _attempt: number, _retries: number, error: Error) => {
       if (!closed && isRetriableKafkaError(error)) {
         health.waiting(part, describeKafkaError(error, brokers, topic));
@@ -164,37 +190,78 @@ export function createKafkaSink(options: KafkaSinkOptions): Sink {
     if (!closed) fail(e);
   });
 
+  /** Bytes per request: MAX_REQUEST_BYTES, less on a slow link (see the header). */
+  let requestBytes = MAX_REQUEST_BYTES;
+  const requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+
   /** Sends one request's messages; resolves with those (indices into `messages`) refused for good. */
-  async function sendRequest(
-    messages: MessageToProduce<string, string, Buffer, Buffer>[],
-  ): Promise<Refusal[]> {
+  async function sendRequest(messages: Message[], sizes: number[]): Promise<Refusal[]> {
     try {
-      await withRetry(() => producer.send({ messages }));
+      await withRetry(async () => {
+        const started = performance.now();
+        try {
+          await producer.send({ messages });
+        } catch (e) {
+          if (messages.length > 1 && isRequestTimeout(e)) {
+            throw new SlowLink(describeKafkaError(e, brokers, topic));
+          }
+          throw e;
+        }
+        if (performance.now() - started < requestTimeoutMs / 8) {
+          requestBytes = Math.min(MAX_REQUEST_BYTES, requestBytes * 2);
+        }
+      });
       return [];
     } catch (e) {
+      if (e instanceof SlowLink && !closed) {
+        const bytes = sizes.reduce((a, b) => a + b, 0);
+        requestBytes = Math.max(MIN_REQUEST_BYTES, Math.min(requestBytes, Math.floor(bytes / 4)));
+        logLine(
+          `kafka sink: a request of ${messages.length} records (~${bytes} bytes) timed out (${e.message}): ` +
+            `sending them in requests of at most ${requestBytes} bytes`,
+        );
+        return await sendInRequests(messages, sizes);
+      }
       const type = kafkaErrorType(e) ?? "";
       if (!RECORD_ERRORS.has(type) || closed) throw e;
       if (messages.length === 1) return [{ index: 0, reason: `Kafka refused the record: ${type}` }];
       // Find the culprits: one record per request, in order (keeps per-key order).
       const refused: Refusal[] = [];
       for (let i = 0; i < messages.length; i++) {
-        for (const r of await sendRequest([messages[i]])) refused.push({ index: i, reason: r.reason });
+        for (const r of await sendRequest([messages[i]], [sizes[i]])) {
+          refused.push({ index: i, reason: r.reason });
+        }
       }
       return refused;
     }
+  }
+
+  /** Sends `messages` in order, in requests of at most `requestBytes` (one record at least). */
+  async function sendInRequests(messages: Message[], sizes: number[]): Promise<Refusal[]> {
+    const refused: Refusal[] = [];
+    for (let start = 0; start < messages.length;) {
+      let end = start + 1;
+      let bytes = sizes[start];
+      while (end < messages.length && bytes + sizes[end] <= requestBytes) bytes += sizes[end++];
+      const part = await sendRequest(messages.slice(start, end), sizes.slice(start, end));
+      for (const { index, reason } of part) refused.push({ index: start + index, reason });
+      start = end;
+    }
+    return refused;
   }
 
   /** Sends queued records, one request at a time, until the queue is empty. */
   async function drain(): Promise<void> {
     await connected;
     while (queue.length > 0 && failure === undefined) {
-      const messages: MessageToProduce<string, string, Buffer, Buffer>[] = [];
+      const messages: Message[] = [];
+      const sizes: number[] = [];
       const origins: { p: Pending; index: number }[] = [];
       const done: Pending[] = [];
       let bytes = 0;
-      while (queue.length > 0 && bytes < MAX_REQUEST_BYTES) {
+      while (queue.length > 0 && bytes < requestBytes) {
         const p = queue[0];
-        while (p.next < p.records.length && bytes < MAX_REQUEST_BYTES) {
+        while (p.next < p.records.length && bytes < requestBytes) {
           const index = p.next++;
           const r = p.records[index];
           const reason = oversizeReason(r, maxRecordBytes);
@@ -202,7 +269,9 @@ export function createKafkaSink(options: KafkaSinkOptions): Sink {
             p.refused.push({ index, reason });
             continue;
           }
-          bytes += approxSize(r);
+          const size = approxSize(r);
+          bytes += size;
+          sizes.push(size);
           messages.push({ topic, key: r.key, value: r.value, headers: headerEncoder.encode(r.headers) });
           origins.push({ p, index });
         }
@@ -210,7 +279,7 @@ export function createKafkaSink(options: KafkaSinkOptions): Sink {
         done.push(queue.shift()!);
       }
       try {
-        const refused = messages.length === 0 ? [] : await sendRequest(messages);
+        const refused = messages.length === 0 ? [] : await sendRequest(messages, sizes);
         for (const { index: i, reason } of refused) {
           const { p, index } = origins[i];
           p.refused.push({ index, reason });

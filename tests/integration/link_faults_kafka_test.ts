@@ -516,3 +516,57 @@ Deno.test({
     console.log(`  test wall time ${Date.now() - started} ms`);
   },
 });
+
+Deno.test({
+  name: `Kafka sink on a link slower than one request per request timeout (${CAP_KB_S} KB/s, ` +
+    `request-timeout-ms=${SHORT_REQUEST_TIMEOUT_MS}): requests shrink until they get through, nothing lost`,
+  ignore,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const started = Date.now();
+    await withRun(
+      // Default batch size: while the cap holds the queue back, one request would carry up to 512 KiB,
+      // ~32 s at the cap, ten times the request timeout.
+      {
+        proxied: "sink",
+        params: `request-timeout-ms=${SHORT_REQUEST_TIMEOUT_MS}`,
+        sinkParams: "compression=none",
+      },
+      async (h) => {
+        await predictionsFlow(h);
+        const seen = h.run.stderr().length;
+        const heal = await bandwidth("kafka", CAP_KB_S);
+        // The fault bit: a request timed out, and the sink cut its requests down.
+        const shrunkAt = await watchStderr(
+          h,
+          seen,
+          /kafka sink: a request of \d+ records .* timed out/,
+          60_000,
+        );
+        assert.ok(shrunkAt !== undefined, `no request was cut down; stderr:\n${h.run.stderr().slice(seen)}`);
+        // Predictions flow again through the capped link, at about its rate.
+        const from = h.output.arrivals.length;
+        await waitFor(
+          () => h.output.arrivals.length - from >= 300,
+          30_000,
+          () => `predictions after the requests were cut down; stderr:\n${h.run.stderr().slice(seen)}`,
+        );
+        const after = h.output.arrivals.slice(from);
+        const seconds = (after[after.length - 1].at - shrunkAt) / 1000;
+        const bytesPerSecond = after.reduce((n, a) => n + a.bytes, 0) / seconds;
+        console.log(
+          `slow link (${CAP_KB_S} KB/s, request timeout ${SHORT_REQUEST_TIMEOUT_MS} ms): ` +
+            `${after.length} predictions in ${seconds.toFixed(1)} s after the requests were cut ` +
+            `(${(bytesPerSecond / 1000).toFixed(1)} KB/s); ` +
+            h.run.stderr().slice(seen).split("\n").filter((l) => /kafka sink: a request/.test(l)).length +
+            " cut(s)",
+        );
+        assert.ok(bytesPerSecond <= CAP_KB_S * 1000 * 1.1, "not faster than the cap");
+        assertRunning(h);
+        await healAndCatchUp(h, heal, `slow link on the sink`);
+      },
+    );
+    console.log(`  test wall time ${Date.now() - started} ms`);
+  },
+});
