@@ -1,7 +1,7 @@
 /** Shared helpers for tests against the real brokers started by scripts/services.sh. */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import type { Kafka } from "kafkajs";
+import type { Consumer, Kafka, KafkaMessage } from "kafkajs";
 import mqtt from "mqtt";
 import { testKafka } from "./kafkajs.ts";
 
@@ -209,4 +209,142 @@ export async function batchCodecs(topic: string): Promise<number[] | undefined> 
     codecs.push(b.readInt16BE(at + 21) & 7);
   }
   return codecs;
+}
+
+/**
+ * Feeds `topic` at a steady `rate` of events/s until stopped (kafkajs, acks=-1): event `id` (from
+ * `firstId` on) is {"id":id,"a":id % 100}, keyed k<id>, to partition id % `partitions`.
+ */
+export class SteadyFeed {
+  readonly firstId: number;
+  /** When the broker acknowledged each event, by id - firstId. */
+  readonly sentAt: number[] = [];
+  #stopped = false;
+  #error: unknown;
+  #done: Promise<void>;
+
+  constructor(
+    topic: string,
+    options: { rate: number; tickMs: number; partitions: number; firstId?: number },
+    client: Kafka = kafka,
+  ) {
+    const firstId = this.firstId = options.firstId ?? 0;
+    const producer = client.producer();
+    this.#done = (async () => {
+      await producer.connect();
+      try {
+        const perTick = (options.rate * options.tickMs) / 1000;
+        const start = performance.now();
+        let id = firstId;
+        for (let tick = 0; !this.#stopped; tick++) {
+          const wait = start + tick * options.tickMs - performance.now();
+          if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+          const messages = [];
+          for (let i = 0; i < perTick; i++, id++) {
+            messages.push({
+              key: `k${id}`,
+              value: JSON.stringify({ id, a: id % 100 }),
+              partition: id % options.partitions,
+            });
+          }
+          await producer.send({ topic, messages, acks: -1 });
+          const now = Date.now();
+          for (let i = 0; i < messages.length; i++) this.sentAt.push(now);
+        }
+      } finally {
+        await producer.disconnect();
+      }
+    })().catch((e) => {
+      this.#error = e;
+    });
+  }
+
+  /** Events fed so far. */
+  get count(): number {
+    return this.sentAt.length;
+  }
+
+  /** Ids fed so far: firstId … end - 1. */
+  get end(): number {
+    return this.firstId + this.sentAt.length;
+  }
+
+  /** How many events the broker had acknowledged at or before `t`. */
+  sentBy(t: number): number {
+    let lo = 0, hi = this.sentAt.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.sentAt[mid] <= t) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  get failed(): unknown {
+    return this.#error;
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    await this.#done;
+    if (this.#error !== undefined) throw this.#error;
+  }
+}
+
+/**
+ * A topic of predictions read live from its beginning by kafkajs: `read` turns each record into what the
+ * test keeps (with the event's `id`); `counts` has the predictions per id.
+ */
+export class LiveOutput<T extends { id: number }> {
+  readonly records: T[] = [];
+  readonly counts = new Map<number, number>();
+  #covered = 0;
+
+  private constructor(private readonly consumer: Consumer) {}
+
+  static async start<T extends { id: number }>(
+    topic: string,
+    read: (message: KafkaMessage) => T,
+    client: Kafka = kafka,
+  ): Promise<LiveOutput<T>> {
+    const consumer = client.consumer({ groupId: uniqueName("live-verifier"), maxWaitTimeInMs: 100 });
+    const output = new LiveOutput<T>(consumer);
+    await consumer.connect();
+    try {
+      await consumer.subscribe({ topic, fromBeginning: true });
+      await consumer.run({
+        eachMessage: ({ message }) => {
+          const record = read(message);
+          output.records.push(record);
+          output.counts.set(record.id, (output.counts.get(record.id) ?? 0) + 1);
+          return Promise.resolve();
+        },
+      });
+    } catch (e) {
+      await consumer.disconnect();
+      throw e;
+    }
+    return output;
+  }
+
+  get count(): number {
+    return this.records.length;
+  }
+
+  /** The number of ids 0 … n-1 that all have a prediction (the longest such prefix). */
+  covered(): number {
+    while (this.counts.has(this.#covered)) this.#covered++;
+    return this.#covered;
+  }
+
+  /** Predictions beyond the first of each id. */
+  duplicates(): number {
+    let n = 0;
+    for (const c of this.counts.values()) n += c - 1;
+    return n;
+  }
+
+  stop(): Promise<void> {
+    return this.consumer.disconnect();
+  }
 }

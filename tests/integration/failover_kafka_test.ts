@@ -11,10 +11,18 @@
  * timestamp (set by the instance's producer) when it was produced.
  */
 import assert from "node:assert/strict";
-import { AssignerProtocol, type Consumer } from "kafkajs";
+import { AssignerProtocol } from "kafkajs";
 import { linearModelFile } from "../fixtures/linear_model.ts";
 import { type RunningCli, spawnCli } from "../cli/run_cli.ts";
-import { createTopic, kafka, KAFKA_BROKERS, uniqueName, waitForCommittedEnd } from "./brokers.ts";
+import {
+  createTopic,
+  kafka,
+  KAFKA_BROKERS,
+  LiveOutput,
+  SteadyFeed,
+  uniqueName,
+  waitForCommittedEnd,
+} from "./brokers.ts";
 
 const KAFKA = KAFKA_BROKERS.join(",");
 const PARTITIONS = 4;
@@ -52,74 +60,6 @@ async function waitFor(
   }
 }
 
-/**
- * Feeds the input topic: RATE events/s, event `id` to partition id % PARTITIONS, until stopped.
- * `sentAt[id]` is when the broker acknowledged it (acks=-1).
- */
-class Feed {
-  readonly sentAt: number[] = [];
-  #stopped = false;
-  #error: unknown;
-  #done: Promise<void>;
-
-  constructor(topic: string, readonly firstId: number) {
-    const producer = kafka.producer();
-    this.#done = (async () => {
-      await producer.connect();
-      try {
-        const perTick = (RATE * TICK_MS) / 1000;
-        const start = performance.now();
-        let id = firstId;
-        for (let tick = 0; !this.#stopped; tick++) {
-          const wait = start + tick * TICK_MS - performance.now();
-          if (wait > 0) await sleep(wait);
-          const messages = [];
-          for (let i = 0; i < perTick; i++, id++) {
-            messages.push({
-              key: `k${id}`,
-              value: JSON.stringify({ id, a: id % 100 }),
-              partition: id % PARTITIONS,
-            });
-          }
-          await producer.send({ topic, messages, acks: -1 });
-          const now = Date.now();
-          for (let i = 0; i < messages.length; i++) this.sentAt.push(now);
-        }
-      } finally {
-        await producer.disconnect();
-      }
-    })().catch((e) => {
-      this.#error = e;
-    });
-  }
-
-  /** Ids fed so far: firstId … end - 1. */
-  get end(): number {
-    return this.firstId + this.sentAt.length;
-  }
-
-  /** How many events were acknowledged by the broker at or before `t`. */
-  sentBy(t: number): number {
-    let lo = 0, hi = this.sentAt.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (this.sentAt[mid] <= t) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
-  }
-
-  get failed(): unknown {
-    return this.#error;
-  }
-
-  async stop(): Promise<void> {
-    this.#stopped = true;
-    await this.#done;
-    if (this.#error !== undefined) throw this.#error;
-  }
-}
-
 interface Prediction {
   id: number;
   /** The instance that scored it (its model's name). */
@@ -130,78 +70,40 @@ interface Prediction {
   producedAt: number;
 }
 
-/** The prediction topic, read live from its beginning by kafkajs. */
-class Output {
-  readonly records: Prediction[] = [];
-  /** Predictions per event id. */
-  readonly counts = new Map<number, number>();
-  /** Predictions that do not say where their event came from (none expected). */
-  readonly unexpected: string[] = [];
-  #consumer: Consumer;
-  #covered = 0;
+type Output = LiveOutput<Prediction>;
 
-  private constructor(consumer: Consumer) {
-    this.#consumer = consumer;
-  }
+/** The prediction topic, read live: which instance scored each event, from which partition and offset. */
+function startOutput(topic: string): Promise<Output> {
+  return LiveOutput.start(topic, (message) => {
+    const value = JSON.parse(message.value!.toString());
+    const m = /^kafka:[^/]+\/(\d+)\/(\d+)$/.exec(String(message.headers?.["edgeinfer-source"] ?? ""));
+    return {
+      id: value.id,
+      instance: value.model.name,
+      partition: m ? Number(m[1]) : -1, // -1: the prediction does not say where its event came from
+      offset: m ? Number(m[2]) : -1,
+      producedAt: Number(message.timestamp),
+    };
+  });
+}
 
-  static async start(topic: string): Promise<Output> {
-    const consumer = kafka.consumer({ groupId: uniqueName("failover-verifier"), maxWaitTimeInMs: 100 });
-    const output = new Output(consumer);
-    await consumer.connect();
-    try {
-      await consumer.subscribe({ topic, fromBeginning: true });
-      await consumer.run({
-        eachMessage: ({ message }) => {
-          const value = JSON.parse(message.value!.toString());
-          const source = String(message.headers?.["edgeinfer-source"] ?? "");
-          const m = /^kafka:[^/]+\/(\d+)\/(\d+)$/.exec(source);
-          if (m === null) output.unexpected.push(`edgeinfer-source '${source}'`);
-          output.records.push({
-            id: value.id,
-            instance: value.model.name,
-            partition: m ? Number(m[1]) : -1,
-            offset: m ? Number(m[2]) : -1,
-            producedAt: Number(message.timestamp),
-          });
-          output.counts.set(value.id, (output.counts.get(value.id) ?? 0) + 1);
-          return Promise.resolve();
-        },
-      });
-    } catch (e) {
-      await consumer.disconnect();
-      throw e;
-    }
-    return output;
-  }
+/** Every event sent more than CAUGHT_UP_LAG_MS ago has a prediction. */
+function isCaughtUp(output: Output, feed: SteadyFeed): boolean {
+  return output.covered() >= feed.firstId + feed.sentBy(Date.now() - CAUGHT_UP_LAG_MS);
+}
 
-  /** The number of ids 0 … n-1 that all have a prediction (the longest such prefix). */
-  covered(): number {
-    while (this.counts.has(this.#covered)) this.#covered++;
-    return this.#covered;
+/** Which instances produced predictions for each input partition in the last `windowMs`. */
+function partitionOwners(output: Output, windowMs: number): Map<number, Set<string>> {
+  const since = Date.now() - windowMs;
+  const owners = new Map<number, Set<string>>();
+  for (let i = output.records.length - 1; i >= 0; i--) {
+    const r = output.records[i];
+    if (r.producedAt < since - 5000) break; // the topic has one partition: roughly in time order
+    if (r.producedAt < since) continue;
+    if (!owners.has(r.partition)) owners.set(r.partition, new Set());
+    owners.get(r.partition)!.add(r.instance);
   }
-
-  /** Every event sent more than CAUGHT_UP_LAG_MS ago has a prediction. */
-  caughtUp(feed: Feed): boolean {
-    return this.covered() >= feed.firstId + feed.sentBy(Date.now() - CAUGHT_UP_LAG_MS);
-  }
-
-  /** Which instances produced predictions for each input partition in the last `windowMs`. */
-  owners(windowMs: number): Map<number, Set<string>> {
-    const since = Date.now() - windowMs;
-    const owners = new Map<number, Set<string>>();
-    for (let i = this.records.length - 1; i >= 0; i--) {
-      const r = this.records[i];
-      if (r.producedAt < since - 5000) break; // the topic has one partition: roughly in time order
-      if (r.producedAt < since) continue;
-      if (!owners.has(r.partition)) owners.set(r.partition, new Set());
-      owners.get(r.partition)!.add(r.instance);
-    }
-    return owners;
-  }
-
-  stop(): Promise<void> {
-    return this.#consumer.disconnect();
-  }
+  return owners;
 }
 
 /** The group as the broker sees it (state, members and their partitions), for failure messages. */
@@ -225,7 +127,7 @@ async function describeGroup(group: string): Promise<string> {
 /** Each partition's single owner, once ownership is the same in two looks a second apart. */
 async function waitForStableOwnership(
   output: Output,
-  feed: Feed,
+  feed: SteadyFeed,
   group: string,
   instances: string[],
   timeoutMs: number,
@@ -236,12 +138,12 @@ async function waitForStableOwnership(
   let last = "";
   await waitFor(
     () => {
-      const owners = output.owners(1500);
+      const owners = partitionOwners(output, 1500);
       last = JSON.stringify([...owners].map(([p, s]) => [p, [...s]]).sort());
       const single = [...owners].every(([, s]) => s.size === 1);
       const everyPartition = owners.size === PARTITIONS;
       const all = new Set([...owners.values()].flatMap((s) => [...s]));
-      const ok = single && everyPartition && instances.every((i) => all.has(i)) && output.caughtUp(feed);
+      const ok = single && everyPartition && instances.every((i) => all.has(i)) && isCaughtUp(output, feed);
       if (!ok) {
         previous = "";
         return false;
@@ -307,7 +209,7 @@ Deno.test("Kafka consumer group failover: a SIGKILLed instance's partitions are 
   let victim: RunningCli | undefined;
   let survivor: RunningCli | undefined;
   let restarted: RunningCli | undefined;
-  let feed: Feed | undefined;
+  let feed: SteadyFeed | undefined;
   let output: Output | undefined;
   const logs = () =>
     `member-a stderr:\n${digest(victim?.stderr() ?? "")}\nmember-b stderr:\n${
@@ -316,11 +218,11 @@ Deno.test("Kafka consumer group failover: a SIGKILLed instance's partitions are 
     (restarted ? `\nmember-a (restarted) stderr:\n${digest(restarted.stderr())}` : "");
   const testStart = Date.now();
   try {
-    output = await Output.start(out);
+    output = await startOutput(out);
     const o = output;
     victim = spawnCli(victimArgs);
     survivor = spawnCli(survivorArgs);
-    feed = new Feed(input, 0);
+    feed = new SteadyFeed(input, { rate: RATE, tickMs: TICK_MS, partitions: PARTITIONS });
     const f1 = feed;
 
     const ok = await t.step(
@@ -362,7 +264,11 @@ Deno.test("Kafka consumer group failover: a SIGKILLed instance's partitions are 
         const takeover = Math.min(...[...takenOver.values()].map((r) => r.producedAt)) - killAt;
         const allTakenOver = Math.max(...[...takenOver.values()].map((r) => r.producedAt)) - killAt;
 
-        await waitFor(() => o.caughtUp(f1), 20_000, () => `the output to catch up with the input; ${logs()}`);
+        await waitFor(
+          () => isCaughtUp(o, f1),
+          20_000,
+          () => `the output to catch up with the input; ${logs()}`,
+        );
         const caughtUp = Date.now() - killAt;
         console.log(
           `kill → member-b's first prediction from member-a's partitions: ${takeover} ms (all of them: ` +
@@ -401,7 +307,7 @@ Deno.test("Kafka consumer group failover: a SIGKILLed instance's partitions are 
         );
         assert.equal(new Set(o.counts.keys()).size, f1.end, "a prediction for each event fed, none other");
         assert.deepEqual(
-          o.unexpected.slice(0, 5),
+          o.records.filter((r) => r.partition < 0).slice(0, 5),
           [],
           "each prediction names its input partition and offset",
         );
@@ -413,7 +319,12 @@ Deno.test("Kafka consumer group failover: a SIGKILLed instance's partitions are 
     await t.step(
       "the killed member restarted with the same arguments rejoins; the group commits every offset to the end",
       async () => {
-        feed = new Feed(input, f1.end);
+        feed = new SteadyFeed(input, {
+          rate: RATE,
+          tickMs: TICK_MS,
+          partitions: PARTITIONS,
+          firstId: f1.end,
+        });
         const f2 = feed;
         await waitFor(() => f2.sentAt.length > 0, 10_000, () => "the second feed to start");
         const restartAt = Date.now();

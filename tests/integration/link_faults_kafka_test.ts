@@ -12,10 +12,16 @@
  * (duplicates allowed, counted) and the group's committed offsets reach the end of the input topic.
  */
 import assert from "node:assert/strict";
-import type { Consumer } from "kafkajs";
 import { linearModelFile } from "../fixtures/linear_model.ts";
 import { type RunningCli, spawnCli } from "../cli/run_cli.ts";
-import { createTopic, kafka, KAFKA_BROKERS, uniqueName, waitForCommittedEnd } from "./brokers.ts";
+import {
+  createTopic,
+  KAFKA_BROKERS,
+  LiveOutput,
+  SteadyFeed,
+  uniqueName,
+  waitForCommittedEnd,
+} from "./brokers.ts";
 import { bandwidth, blackHole, faultProxy, healAll, latency } from "./toxiproxy.ts";
 
 const proxy = await faultProxy();
@@ -74,57 +80,6 @@ async function waitFor(
   return Date.now();
 }
 
-/** Feeds the input topic directly: RATE events/s, event `id` to partition id % PARTITIONS, until stopped. */
-class Feed {
-  /** When the broker acknowledged each id (acks=-1). */
-  readonly sentAt: number[] = [];
-  #stopped = false;
-  #error: unknown;
-  #done: Promise<void>;
-
-  constructor(topic: string) {
-    const producer = kafka.producer();
-    this.#done = (async () => {
-      await producer.connect();
-      try {
-        const perTick = (RATE * TICK_MS) / 1000;
-        const start = performance.now();
-        let id = 0;
-        for (let tick = 0; !this.#stopped; tick++) {
-          const wait = start + tick * TICK_MS - performance.now();
-          if (wait > 0) await sleep(wait);
-          const messages = [];
-          for (let i = 0; i < perTick; i++, id++) {
-            messages.push({
-              key: `k${id}`,
-              value: JSON.stringify({ id, a: id % 100 }),
-              partition: id % PARTITIONS,
-            });
-          }
-          await producer.send({ topic, messages, acks: -1 });
-          const now = Date.now();
-          for (let i = 0; i < messages.length; i++) this.sentAt.push(now);
-        }
-      } finally {
-        await producer.disconnect();
-      }
-    })().catch((e) => {
-      this.#error = e;
-    });
-  }
-
-  /** Ids fed so far: 0 … count - 1. */
-  get count(): number {
-    return this.sentAt.length;
-  }
-
-  async stop(): Promise<void> {
-    this.#stopped = true;
-    await this.#done;
-    if (this.#error !== undefined) throw this.#error;
-  }
-}
-
 interface Arrival {
   id: number;
   /** When the verifier received it. */
@@ -133,57 +88,15 @@ interface Arrival {
   bytes: number;
 }
 
-/** The prediction topic, read live from its beginning by kafkajs (directly). */
-class Output {
-  readonly arrivals: Arrival[] = [];
-  readonly counts = new Map<number, number>();
-  #covered = 0;
+type Output = LiveOutput<Arrival>;
 
-  private constructor(private readonly consumer: Consumer) {}
-
-  static async start(topic: string): Promise<Output> {
-    const consumer = kafka.consumer({ groupId: uniqueName("link-verifier"), maxWaitTimeInMs: 100 });
-    const output = new Output(consumer);
-    await consumer.connect();
-    try {
-      await consumer.subscribe({ topic, fromBeginning: true });
-      await consumer.run({
-        eachMessage: ({ message }) => {
-          const id = JSON.parse(message.value!.toString()).id as number;
-          let bytes = (message.key?.length ?? 0) + (message.value?.length ?? 0);
-          for (const [k, v] of Object.entries(message.headers ?? {})) bytes += k.length + String(v).length;
-          output.arrivals.push({ id, at: Date.now(), bytes });
-          output.counts.set(id, (output.counts.get(id) ?? 0) + 1);
-          return Promise.resolve();
-        },
-      });
-    } catch (e) {
-      await consumer.disconnect();
-      throw e;
-    }
-    return output;
-  }
-
-  get count(): number {
-    return this.arrivals.length;
-  }
-
-  /** The number of ids 0 … n-1 that all have a prediction (the longest such prefix). */
-  covered(): number {
-    while (this.counts.has(this.#covered)) this.#covered++;
-    return this.#covered;
-  }
-
-  /** Predictions beyond the first of each id. */
-  duplicates(): number {
-    let n = 0;
-    for (const c of this.counts.values()) n += c - 1;
-    return n;
-  }
-
-  stop(): Promise<void> {
-    return this.consumer.disconnect();
-  }
+/** The prediction topic, read live (directly): when each prediction arrived, and its size. */
+function startOutput(topic: string): Promise<Output> {
+  return LiveOutput.start(topic, (message) => {
+    let bytes = (message.key?.length ?? 0) + (message.value?.length ?? 0);
+    for (const [k, v] of Object.entries(message.headers ?? {})) bytes += k.length + String(v).length;
+    return { id: JSON.parse(message.value!.toString()).id as number, at: Date.now(), bytes };
+  });
 }
 
 /** One proxied run: the source or the sink goes through the proxy, the other side is direct. */
@@ -199,7 +112,7 @@ interface Setup {
 
 interface Harness {
   run: RunningCli;
-  feed: Feed;
+  feed: SteadyFeed;
   output: Output;
   /** The proxied part's name in edgeinfer's stderr lines. */
   part: string;
@@ -225,8 +138,8 @@ async function withRun(setup: Setup, body: (h: Harness) => Promise<void>): Promi
   const own = (side: "source" | "sink") => setup.proxied === side ? setup.params : undefined;
   const source = url(setup.proxied === "source" ? PROXIED : DIRECT, input, [`group=${group}`, own("source")]);
   const sink = url(setup.proxied === "sink" ? PROXIED : DIRECT, out, [own("sink"), setup.sinkParams]);
-  const output = await Output.start(out);
-  const feed = new Feed(input);
+  const output = await startOutput(out);
+  const feed = new SteadyFeed(input, { rate: RATE, tickMs: TICK_MS, partitions: PARTITIONS });
   const run = spawnCli([
     "run",
     "--model",
@@ -385,7 +298,7 @@ async function latencyTest(side: "source" | "sink"): Promise<void> {
     await predictionsFlow(h);
     /** How late each prediction of the events fed in [from, to) arrived, sorted. */
     const lateness = (from: number, to: number) =>
-      h.output.arrivals.filter((a) => {
+      h.output.records.filter((a) => {
         const sent = h.feed.sentAt[a.id];
         return sent !== undefined && sent >= from && sent < to;
       }).map((a) => a.at - h.feed.sentAt[a.id]).sort((x, y) => x - y);
@@ -484,13 +397,13 @@ Deno.test({
         // (c) Measured over a window that starts once the requests sent before the cap are through.
         const [windowStart, windowEnd] = [faultAt + 2000, faultAt + 2000 + HOLD_MS];
         await waitFor(
-          () => h.output.arrivals.some((a) => a.at >= windowEnd),
+          () => h.output.records.some((a) => a.at >= windowEnd),
           HOLD_MS + 10_000,
           () => `a prediction after the measuring window; stderr:\n${h.run.stderr()}`,
         );
         // The sink sends one request at a time: the bytes of the predictions that arrived after the
         // window's first arrival (t1) up to its last (t2) all went through the proxy between t1 and t2.
-        const inWindow = h.output.arrivals.filter((a) => a.at >= windowStart && a.at < windowEnd);
+        const inWindow = h.output.records.filter((a) => a.at >= windowStart && a.at < windowEnd);
         const [t1, t2] = [inWindow[0].at, inWindow[inWindow.length - 1].at];
         assert.ok(t2 - t1 >= HOLD_MS / 2, `predictions kept arriving through the window (${t1}, ${t2})`);
         const counted = inWindow.filter((a) => a.at > t1 + 200);
@@ -546,13 +459,13 @@ Deno.test({
         );
         assert.ok(shrunkAt !== undefined, `no request was cut down; stderr:\n${h.run.stderr().slice(seen)}`);
         // Predictions flow again through the capped link, at about its rate.
-        const from = h.output.arrivals.length;
+        const from = h.output.records.length;
         await waitFor(
-          () => h.output.arrivals.length - from >= 300,
+          () => h.output.records.length - from >= 300,
           30_000,
           () => `predictions after the requests were cut down; stderr:\n${h.run.stderr().slice(seen)}`,
         );
-        const after = h.output.arrivals.slice(from);
+        const after = h.output.records.slice(from);
         const seconds = (after[after.length - 1].at - shrunkAt) / 1000;
         const bytesPerSecond = after.reduce((n, a) => n + a.bytes, 0) / seconds;
         console.log(
