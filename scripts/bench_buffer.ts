@@ -170,6 +170,9 @@ class SqliteStore implements Store {
     this.db.exec(
       `PRAGMA journal_mode=WAL; PRAGMA synchronous=${synchronous}; PRAGMA wal_autocheckpoint=${autocheckpoint};`,
     );
+    // Without AUTOINCREMENT, seq restarts at 1 once the table is empty (max(rowid) + 1): a forwarder that
+    // keeps `seq > last` across that moment would skip new rows. Harmless here (the drain stops at the first
+    // empty read); a real store wants AUTOINCREMENT or no lower bound.
     this.db.exec(
       "CREATE TABLE IF NOT EXISTS buf(seq INTEGER PRIMARY KEY, dest INTEGER NOT NULL, key TEXT, " +
         "value TEXT NOT NULL, headers TEXT NOT NULL)",
