@@ -13,6 +13,7 @@ import { exactlyOnce } from "../kafka/connect.ts";
 import { DEFAULT_RETRY, Health, type RetryPolicy } from "../pipeline/health.ts";
 import { durationFlag, intFlag, listFlag, numberFlag, parseFlags } from "./args.ts";
 import { onShutdownSignal } from "./signals.ts";
+import { DEFAULT_BUFFER_MAX_BYTES, DiskBuffer, WHEN_FULL, type WhenFull } from "../buffer/buffer.ts";
 
 export const RUN_HELP = `edgeinfer run: score a stream of events with an ONNX model, in batches
 
@@ -68,6 +69,16 @@ Batching and delivery
                           edgeinfer-<group>-<source topic>-<hostname>) must be stable across restarts
                           and differ between instances
 
+Store and forward
+  --buffer DIR            predictions and dead letters go to a durable buffer in DIR first (SQLite,
+                          fsynced per batch); events are acknowledged once buffered, and a forwarder
+                          sends the buffer to --sink/--dlq in order: rides out long uplink outages
+                          and restarts (one process per DIR)
+  --buffer-max-bytes N    records buffered at most (default 1073741824 = 1 GiB; the disk file stays
+                          near its peak size)
+  --buffer-when-full P    block (stop acknowledging: backpressure, the default) or drop-oldest
+                          (counted and logged)
+
 Outages and shutdown
   --retry-max-backoff D   a retriable failure (broker down, restarting, timeout) is retried for
                           ever, backing off up to D between attempts (default 5s; 500ms, 10s, 2m)
@@ -118,6 +129,9 @@ export async function runCommand(argv: string[]): Promise<void> {
     "exactly-once": { type: "boolean", default: false },
     "trace-headers": { type: "string", default: "on" },
     "status-every": { type: "string" },
+    buffer: { type: "string" },
+    "buffer-max-bytes": { type: "string" },
+    "buffer-when-full": { type: "string", default: "block" },
   });
 
   if (f.model === undefined) throw new UsageError("run needs --model PATH (see 'edgeinfer run --help')");
@@ -144,6 +158,20 @@ export async function runCommand(argv: string[]): Promise<void> {
   retry.initialBackoffMs = Math.min(retry.initialBackoffMs, retry.maxBackoffMs);
   const shutdownTimeoutMs = durationFlag("shutdown-timeout", f["shutdown-timeout"], 10_000);
   const threads = intFlag("threads", f.threads, 1, 1);
+  const bufferMaxBytes = intFlag("buffer-max-bytes", f["buffer-max-bytes"], DEFAULT_BUFFER_MAX_BYTES, 1);
+  const whenFull = f["buffer-when-full"] as WhenFull;
+  if (!WHEN_FULL.includes(whenFull)) {
+    throw new UsageError(`--buffer-when-full must be block or drop-oldest, got '${f["buffer-when-full"]}'`);
+  }
+  if (f.buffer === undefined && (f["buffer-max-bytes"] !== undefined || f["buffer-when-full"] !== "block")) {
+    throw new UsageError("--buffer-max-bytes and --buffer-when-full need --buffer DIR");
+  }
+  if (f.buffer !== undefined && f["exactly-once"]) {
+    throw new UsageError(
+      "--buffer cannot be combined with --exactly-once: a Kafka transaction commits the input offsets with " +
+        "the records in Kafka, which a local buffer would break; drop one of them",
+    );
+  }
   const statusEvery = numberFlag("status-every", f["status-every"]) ?? 5;
   if (statusEvery <= 0) {
     throw new UsageError(`--status-every must be > 0 seconds, got '${f["status-every"]}'`);
@@ -253,6 +281,23 @@ export async function runCommand(argv: string[]): Promise<void> {
       ? undefined
       : await createSink("--dlq", f.dlq, sinkOptions);
     if (deadLetter) sinks.push(deadLetter);
+    // Store and forward: the pipeline writes to the buffer; its forwarder writes to the sinks. Closed before
+    // them: it forwards what it holds until the buffer is empty or the shutdown deadline passes.
+    const buffer = f.buffer === undefined ? undefined : DiskBuffer.open({
+      dir: f.buffer,
+      maxBytes: bufferMaxBytes,
+      whenFull,
+      health,
+      targets: [sink, deadLetter],
+      refusesBeforeSending: (dest, record) => (dest === 0 ? sink : deadLetter)?.refuses?.(record),
+    });
+    if (buffer) {
+      sinks.unshift({
+        description: `buffer ${f.buffer}`,
+        send: () => Promise.resolve(),
+        close: () => buffer.close(abandon.signal),
+      });
+    }
     // Exactly once: the transactions' producer is closed with the sinks (an open transaction is aborted).
     if (eos) {
       sinks.push({
@@ -265,22 +310,27 @@ export async function runCommand(argv: string[]): Promise<void> {
     log(
       `model ${model.name}${model.version ? ` v${model.version}` : ""} (${model.width} features` +
         `${model.threshold === undefined ? ", no threshold" : `, threshold ${model.threshold}`}); ` +
-        `${source.description} → ${sink.description}; batch ${batchSize}, linger ${lingerMs} ms` +
+        `${source.description} → ${buffer ? `buffer ${f.buffer} → ` : ""}${sink.description}; ` +
+        `batch ${batchSize}, linger ${lingerMs} ms` +
         (eos ? `; exactly once (a transaction every ${eos.transaction.intervalMs} ms)` : ""),
     );
     if (!f.quiet) {
       let last = { acked: 0, at: performance.now() };
       status = setInterval(() => {
         const waiting = health.describe();
-        logLine(`status: ${stats.describe(last)}${waiting ? `; ${waiting}` : ""}`);
+        logLine(
+          `status: ${stats.describe(last)}${buffer ? `; ${buffer.describe()}` : ""}${
+            waiting ? `; ${waiting}` : ""
+          }`,
+        );
         last = { acked: stats.acked, at: performance.now() };
       }, statusEvery * 1000);
     }
 
     const pipeline = new Pipeline({
       source,
-      sink,
-      deadLetter,
+      sink: buffer?.sink(0) ?? sink,
+      deadLetter: deadLetter && (buffer?.sink(1) ?? deadLetter),
       model,
       decoder,
       encoder,

@@ -307,6 +307,8 @@ export function createKafkaSink(options: KafkaSinkOptions): Sink {
       });
     },
 
+    refuses: (record) => oversizeReason(record, maxRecordBytes),
+
     async close() {
       if (closed) return;
       closed = true;

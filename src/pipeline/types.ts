@@ -69,4 +69,6 @@ export interface Sink {
    */
   send(records: OutRecord[]): Promise<Refusal[] | void>;
   close(): Promise<void>;
+  /** Why send() would refuse `record` without trying (e.g. over the size limit), if it would. */
+  refuses?(record: OutRecord): string | undefined;
 }
