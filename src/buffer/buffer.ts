@@ -31,6 +31,8 @@ const FORWARD_CHUNK_BYTES = 512 * 1024;
 const FORWARD_CHUNK_ROWS = 4096;
 /** Chunks sent and not yet confirmed: keeps a Kafka sink's requests back to back while draining. */
 const CHUNKS_IN_FLIGHT = 4;
+/** A backlog that lasted at least this long gets an "empty again" line when it is drained. */
+const BACKLOG_LOG_MS = 5000;
 
 export interface DiskBufferOptions {
   dir: string;
@@ -65,6 +67,8 @@ export class DiskBuffer {
   refused = 0;
   forwarded = 0;
   #lastDropLog = 0;
+  /** Since when the buffer holds records, and `forwarded` then: for the "empty again" line. */
+  #backlog: { since: number; forwarded: number } | undefined;
 
   private constructor(o: DiskBufferOptions, store: BufferStore) {
     this.#o = o;
@@ -75,6 +79,7 @@ export class DiskBuffer {
   static open(o: DiskBufferOptions): DiskBuffer {
     const buffer = new DiskBuffer(o, BufferStore.open(o.dir));
     if (buffer.#store.records > 0) {
+      buffer.#backlog = { since: Date.now(), forwarded: 0 };
       logLine(
         `buffer: ${buffer.#store.records} records (${formatBytes(buffer.#store.bytes)}) left by an earlier ` +
           `run in ${o.dir}: forwarding them first`,
@@ -168,6 +173,7 @@ export class DiskBuffer {
       // A batch larger than the whole buffer still goes in when the buffer is empty.
       if (this.#store.bytes + bytes <= this.#o.maxBytes || this.#store.records === 0) {
         try {
+          if (this.#store.records === 0) this.#backlog = { since: Date.now(), forwarded: this.forwarded };
           this.#store.append(rows);
           this.#notFull();
           this.#wake();
@@ -265,6 +271,7 @@ export class DiskBuffer {
           this.refused += refused;
           this.forwarded += rows.length - refused;
           this.#store.remove(after, this.#cursorOf(rows), rows.length, rows.reduce((n, r) => n + r.bytes, 0));
+          if (this.#store.records === 0) this.#emptied();
           for (const w of this.#spaceWaiters.splice(0)) w();
           this.#wake();
         })();
@@ -276,6 +283,20 @@ export class DiskBuffer {
     // Abandoned (shutdown timeout, or a failure): sends still in flight may wait for a sink that is down;
     // their records stay on disk (sent again by the next run) and the caller closes the sinks now.
     if (!this.#stopped) await this.#confirmed;
+  }
+
+  /** The buffer is empty: after a backlog (an outage, or records left by an earlier run), say so. */
+  #emptied(): void {
+    const backlog = this.#backlog;
+    this.#backlog = undefined;
+    if (backlog === undefined) return;
+    const ms = Date.now() - backlog.since;
+    if (ms < BACKLOG_LOG_MS) return;
+    const n = this.forwarded - backlog.forwarded;
+    logLine(
+      `buffer: empty again after ${formatAge(ms)}: ${n} records forwarded meanwhile ` +
+        `(${Math.round(n / (ms / 1000))}/s on average)`,
+    );
   }
 
   #cursorOf(rows: BufferedRecord[]): number {
