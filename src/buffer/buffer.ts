@@ -167,6 +167,7 @@ export class DiskBuffer {
       bytes += size;
       rows.push({ dest, key: r.key, value: r.value, headers: r.headers, bytes: size });
     }
+    let diskFull = false;
     while (rows.length > 0) {
       if (this.#failure) throw this.#failure;
       if (this.#stopped) throw new Error("the buffer was closed"); // shutdown gave up: not acknowledged
@@ -181,9 +182,10 @@ export class DiskBuffer {
         } catch (e) {
           if (!isDiskFull(e)) throw this.#fail(e);
           // A full disk is a full buffer (the store is intact: the transaction was rolled back).
+          diskFull = true;
         }
       }
-      this.#isFull();
+      this.#isFull(diskFull);
       if (this.#o.whenFull === "drop-oldest" && this.#dropOldest(bytes)) continue;
       await new Promise<void>((resolve) => this.#spaceWaiters.push(resolve));
     }
@@ -219,12 +221,13 @@ export class DiskBuffer {
     return true;
   }
 
-  #isFull(): void {
+  #isFull(diskFull: boolean): void {
     if (this.#fullSince !== undefined) return;
     this.#fullSince = Date.now();
     logLine(
-      `buffer: full (${formatBytes(this.#store.bytes)} of ${formatBytes(this.#o.maxBytes)}, ` +
-        `${this.#store.records} records): ` +
+      `buffer: full (${
+        diskFull ? `the disk is full at ${formatBytes(this.#store.bytes)}` : formatBytes(this.#store.bytes)
+      } of ${formatBytes(this.#o.maxBytes)}, ${this.#store.records} records): ` +
         (this.#o.whenFull === "block"
           ? "not accepting more until records are forwarded (--buffer-when-full block)"
           : "dropping the oldest records (--buffer-when-full drop-oldest)"),
@@ -270,7 +273,17 @@ export class DiskBuffer {
           if (refused === undefined || this.#stopped) return;
           this.refused += refused;
           this.forwarded += rows.length - refused;
-          this.#store.remove(after, this.#cursorOf(rows), rows.length, rows.reduce((n, r) => n + r.bytes, 0));
+          try {
+            this.#store.remove(
+              after,
+              this.#cursorOf(rows),
+              rows.length,
+              rows.reduce((n, r) => n + r.bytes, 0),
+            );
+          } catch (e) {
+            this.#fail(e);
+            return;
+          }
           if (this.#store.records === 0) this.#emptied();
           for (const w of this.#spaceWaiters.splice(0)) w();
           this.#wake();
@@ -287,6 +300,7 @@ export class DiskBuffer {
 
   /** The buffer is empty: after a backlog (an outage, or records left by an earlier run), say so. */
   #emptied(): void {
+    this.#store.restoreReserve();
     const backlog = this.#backlog;
     this.#backlog = undefined;
     if (backlog === undefined) return;

@@ -13,6 +13,11 @@
  * - Space: deleted rows' pages are reused by later appends, so the file stays near the peak of what was
  *   buffered; the WAL is truncated back to JOURNAL_LIMIT_BYTES after each checkpoint.
  *
+ * - A full disk: an append that does not fit fails and is rolled back (the buffer is full, not corrupt). But
+ *   removing forwarded records also writes (to the WAL): so that it can when the disk is full, the store
+ *   keeps RESERVE_BYTES in a reserve file, deleted to make room for removals when the disk is full, and
+ *   written again once the buffer has emptied.
+ *
  * Calls are synchronous (node:sqlite): one append of a 256-record batch blocks the event loop for about a
  * millisecond plus one fsync.
  */
@@ -35,6 +40,8 @@ export interface BufferedRecord {
 export type NewRecord = Omit<BufferedRecord, "seq" | "at">;
 
 const JOURNAL_LIMIT_BYTES = 64 * 1024 * 1024;
+/** Room kept for removals on a full disk (a 512 KiB chunk's removal writes ~0.6 MB of WAL). */
+const RESERVE_BYTES = 2 * 1024 * 1024;
 
 export class BufferStore {
   readonly path: string;
@@ -45,10 +52,14 @@ export class BufferStore {
   #oldestAt: StatementSync;
   #records = 0;
   #bytes = 0;
+  readonly #reservePath: string;
+  #reserved = false;
 
   private constructor(path: string, db: DatabaseSync) {
     this.path = path;
     this.#db = db;
+    this.#reservePath = `${path}.reserve`;
+    this.restoreReserve();
     db.exec(
       "CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY AUTOINCREMENT, dest INTEGER NOT NULL, key TEXT, " +
         "value TEXT NOT NULL, headers TEXT NOT NULL, bytes INTEGER NOT NULL, at INTEGER NOT NULL)",
@@ -155,9 +166,42 @@ export class BufferStore {
 
   /** Removes the records after `afterSeq` up to `upToSeq` (forwarded, or dropped): `records`, `bytes`. */
   remove(afterSeq: number, upToSeq: number, records: number, bytes: number): void {
-    this.#deleteRange.run(afterSeq, upToSeq);
+    try {
+      this.#deleteRange.run(afterSeq, upToSeq);
+    } catch (e) {
+      if (!isDiskFull(e) || !this.#releaseReserve()) throw e;
+      this.#deleteRange.run(afterSeq, upToSeq); // with the reserve's room
+    }
     this.#records -= records;
     this.#bytes -= bytes;
+  }
+
+  /** Writes the reserve file again if it was used (when the buffer emptied); no room yet: later. */
+  restoreReserve(): void {
+    if (this.#reserved) return;
+    try {
+      const file = Deno.openSync(this.#reservePath, { write: true, create: true, truncate: true });
+      try {
+        file.writeSync(new Uint8Array(RESERVE_BYTES));
+        file.syncSync();
+      } finally {
+        file.close();
+      }
+      this.#reserved = true;
+    } catch {
+      try {
+        Deno.removeSync(this.#reservePath);
+      } catch { /* not there */ }
+    }
+  }
+
+  #releaseReserve(): boolean {
+    if (!this.#reserved) return false;
+    try {
+      Deno.removeSync(this.#reservePath);
+    } catch { /* gone already */ }
+    this.#reserved = false;
+    return true;
   }
 
   close(): void {

@@ -207,3 +207,52 @@ Deno.test("buffer: a torn write-ahead-log tail is dropped, everything committed 
   await Deno.remove(dir, { recursive: true });
   await Deno.remove(crashed, { recursive: true });
 });
+
+/** A 4 MiB tmpfs (needs root, as CI runs); undefined where it cannot be mounted. */
+async function tinyDisk(): Promise<string | undefined> {
+  const dir = await Deno.makeTempDir({ prefix: "edgeinfer-tiny-disk-" });
+  const out = await new Deno.Command("mount", { args: ["-t", "tmpfs", "-o", "size=4m", "tmpfs", dir] })
+    .output().catch(() => undefined);
+  if (out?.success) return dir;
+  await Deno.remove(dir);
+  return undefined;
+}
+
+const disk = Deno.build.os === "linux" ? await tinyDisk() : undefined;
+if (disk === undefined) {
+  console.log("skipping the full-disk buffer test: cannot mount a 4 MiB tmpfs (not root?)");
+}
+
+Deno.test({
+  name: "buffer: a full disk (ENOSPC) is a full buffer: appends wait, nothing is corrupted or lost",
+  ignore: disk === undefined,
+  async fn() {
+    const target = new MemorySink();
+    let release!: () => void;
+    target.hold = new Promise((r) => release = r);
+    const buffer = open(disk!, target); // 1 GiB allowed: the disk fills first
+    let accepted = 0;
+    const writer = (async () => {
+      for (let b = 0; b < 100; b++) {
+        await buffer.sink(0).send(records(b * 20, 20, 400)); // ~9 KB per batch: ~900 KB in all, after the 2 MiB reserve
+        accepted = b + 1;
+      }
+    })();
+    try {
+      await eventually(() => /full since/.test(buffer.describe()), "the disk to fill up", 10_000);
+      const stuck = accepted;
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(accepted, stuck, "appends wait while the disk is full");
+      assert.ok(stuck > 10 && stuck < 100, `some batches fit (${stuck})`);
+      release();
+      target.hold = undefined;
+      await writer;
+      await buffer.close(never);
+      assert.deepEqual(ids(target.values), range(0, 2000), "every record forwarded, in order");
+    } finally {
+      release();
+      await new Deno.Command("umount", { args: [disk!] }).output();
+      await Deno.remove(disk!, { recursive: true });
+    }
+  },
+});
