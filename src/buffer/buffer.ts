@@ -31,6 +31,8 @@ const FORWARD_CHUNK_BYTES = 512 * 1024;
 const FORWARD_CHUNK_ROWS = 4096;
 /** Chunks sent and not yet confirmed: keeps a Kafka sink's requests back to back while draining. */
 const CHUNKS_IN_FLIGHT = 4;
+/** Record bytes kept in memory for the forwarder (see #tail). */
+const TAIL_BYTES = 4 * 1024 * 1024;
 /** A backlog that lasted at least this long gets an "empty again" line when it is drained. */
 const BACKLOG_LOG_MS = 5000;
 
@@ -50,6 +52,13 @@ export class DiskBuffer {
   readonly #store: BufferStore;
   /** The last record handed to the forwarder (read, maybe not yet confirmed). */
   #cursor = 0;
+  /**
+   * The records after #cursor, in order, kept in memory while that is all of them and under TAIL_BYTES: the
+   * forwarder then takes them from here instead of reading back what was just written (a third of the
+   * buffer's cost when the uplink keeps up). Undefined: read the store (a backlog, or records of an earlier run).
+   */
+  #tail: BufferedRecord[] | undefined;
+  #tailBytes = 0;
   #inFlight = 0;
   #forwarding: Promise<void> | undefined;
   /** Chunks' confirmations, chained: removals happen in order. */
@@ -78,6 +87,7 @@ export class DiskBuffer {
   /** Opens the store (refused if another process holds DIR) and starts forwarding what it holds. */
   static open(o: DiskBufferOptions): DiskBuffer {
     const buffer = new DiskBuffer(o, BufferStore.open(o.dir));
+    if (buffer.#store.records === 0) buffer.#tail = [];
     if (buffer.#store.records > 0) {
       buffer.#backlog = { since: Date.now(), forwarded: 0 };
       logLine(
@@ -175,7 +185,12 @@ export class DiskBuffer {
       if (this.#store.bytes + bytes <= this.#o.maxBytes || this.#store.records === 0) {
         try {
           if (this.#store.records === 0) this.#backlog = { since: Date.now(), forwarded: this.forwarded };
-          this.#store.append(rows);
+          const stored = this.#store.append(rows);
+          if (this.#tail !== undefined) {
+            this.#tailBytes += bytes;
+            if (this.#tailBytes > TAIL_BYTES) this.#tail = undefined; // a backlog: read it from the store
+            else for (const r of stored) this.#tail.push(r);
+          }
           this.#notFull();
           this.#wake();
           break;
@@ -209,6 +224,7 @@ export class DiskBuffer {
     }
     if (count === 0) return false;
     this.#store.remove(this.#cursor, last, count, freed);
+    this.#tail = undefined; // read what is left from the store
     this.dropped += count;
     const now = Date.now();
     if (now - this.#lastDropLog >= 10_000) {
@@ -318,13 +334,31 @@ export class DiskBuffer {
   }
 
   #readChunk(): BufferedRecord[] {
-    const rows = this.#store.readAfter(this.#cursor, FORWARD_CHUNK_ROWS);
+    const tail = this.#tail;
+    const rows = tail ?? this.#store.readAfter(this.#cursor, FORWARD_CHUNK_ROWS);
     let bytes = 0;
+    let end = rows.length;
     for (let i = 0; i < rows.length; i++) {
       bytes += rows[i].bytes;
-      if (bytes > FORWARD_CHUNK_BYTES && i > 0) return rows.slice(0, i);
+      if (bytes > FORWARD_CHUNK_BYTES && i > 0) {
+        end = i;
+        break;
+      }
     }
-    return rows;
+    if (tail !== undefined) {
+      const chunk = end === tail.length ? tail : tail.slice(0, end);
+      this.#tail = end === tail.length ? [] : tail.slice(end);
+      for (const r of chunk) this.#tailBytes -= r.bytes;
+      if (this.#tail.length === 0) this.#tailBytes = 0;
+      return chunk;
+    }
+    // Read everything after the cursor (fewer rows than asked, none cut off): from now on the tail holds
+    // whatever is appended, in memory.
+    if (end === rows.length && rows.length < FORWARD_CHUNK_ROWS) {
+      this.#tail = [];
+      this.#tailBytes = 0;
+    }
+    return end === rows.length ? rows : rows.slice(0, end);
   }
 
   /** Sends one chunk to its targets; resolves with how many records they refused (logged). */

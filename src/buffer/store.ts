@@ -128,15 +128,27 @@ export class BufferStore {
     return row === undefined ? undefined : Number(row.at);
   }
 
-  /** Appends `records` in one durable transaction. Throws on a full disk (isDiskFull). */
-  append(records: NewRecord[]): void {
-    if (records.length === 0) return;
+  /**
+   * Appends `records` in one durable transaction and returns them as stored (with their sequence numbers).
+   * Throws on a full disk (isDiskFull), having stored none of them.
+   */
+  append(records: NewRecord[]): BufferedRecord[] {
+    if (records.length === 0) return [];
     const at = Date.now();
     let bytes = 0;
+    const stored: BufferedRecord[] = [];
     this.#db.exec("BEGIN");
     try {
       for (const r of records) {
-        this.#insert.run(r.dest, r.key ?? null, r.value, JSON.stringify(r.headers), r.bytes, at);
+        const { lastInsertRowid } = this.#insert.run(
+          r.dest,
+          r.key ?? null,
+          r.value,
+          JSON.stringify(r.headers),
+          r.bytes,
+          at,
+        );
+        stored.push({ ...r, seq: Number(lastInsertRowid), at });
         bytes += r.bytes;
       }
       this.#db.exec("COMMIT");
@@ -148,6 +160,7 @@ export class BufferStore {
     }
     this.#records += records.length;
     this.#bytes += bytes;
+    return stored;
   }
 
   /** Up to `limit` records after `seq`, oldest first. */

@@ -107,6 +107,21 @@ Deno.test("buffer: what was acknowledged while the uplink was down is forwarded 
   await Deno.remove(dir, { recursive: true });
 });
 
+Deno.test("buffer: a backlog larger than the in-memory tail is read back from disk, in order", async () => {
+  const dir = await Deno.makeTempDir();
+  const target = new MemorySink();
+  let release!: () => void;
+  target.hold = new Promise((r) => release = r);
+  const buffer = open(dir, target);
+  for (let b = 0; b < 30; b++) await buffer.sink(0).send(records(b * 200, 200, 1000)); // ~6 MB > 4 MiB
+  release();
+  target.hold = undefined;
+  for (let b = 30; b < 40; b++) await buffer.sink(0).send(records(b * 200, 200, 1000)); // while draining
+  await buffer.close(never);
+  assert.deepEqual(ids(target.values), range(0, 8000));
+  await Deno.remove(dir, { recursive: true });
+});
+
 Deno.test("buffer: a second process on the same directory is refused with a clear message", async () => {
   const dir = await Deno.makeTempDir();
   const buffer = open(dir, new MemorySink());
