@@ -9,7 +9,8 @@
  *   the sinks keep call order), so per-key order holds through the buffer.
  * - Full (`--buffer-max-bytes` of records, or the disk itself full): `block` stops accepting batches,
  *   which holds the pipeline and then the source (backpressure, as without a buffer); `drop-oldest`
- *   removes the oldest records not being forwarded right now, counted and logged.
+ *   removes the oldest records not being forwarded right now, counted and logged, and never blocks: when
+ *   all the buffer holds is being forwarded, a batch goes in over the bound (by at most what is in flight).
  * - After a crash: what was appended (acknowledged) is forwarded by the next run on the same DIR; what was
  *   being forwarded when it died is sent again (duplicates, never loss).
  * - A record the sink refuses before sending (over max-record-bytes) is refused to the pipeline at append
@@ -120,7 +121,10 @@ export class DiskBuffer {
   /** For the status line: "buffer 35 % of 1.0 GiB (1234567 records), oldest 17 min". */
   describe(): string {
     const { records, bytes } = this.#store;
-    if (records === 0) return "buffer empty";
+    // What drop-oldest dropped stays in view after the buffer emptied (the run's summary does not have it).
+    if (records === 0) {
+      return `buffer empty${this.dropped > 0 ? `, ${this.dropped} dropped (drop-oldest)` : ""}`;
+    }
     const oldest = this.#store.oldestAt();
     const percent = (100 * bytes / this.#o.maxBytes).toFixed(0);
     return `buffer ${percent} % of ${formatBytes(this.#o.maxBytes)} (${records} records)` +
@@ -178,11 +182,15 @@ export class DiskBuffer {
       rows.push({ dest, key: r.key, value: r.value, headers: r.headers, bytes: size });
     }
     let diskFull = false;
+    // Room was made by dropping records, or the batch goes in over the bound: the buffer is still full
+    // (one "full" line and one "full since" for the whole stretch, not a full/accepting pair per batch).
+    let stillFull = false;
+    let overBound = false;
     while (rows.length > 0) {
       if (this.#failure) throw this.#failure;
       if (this.#stopped) throw new Error("the buffer was closed"); // shutdown gave up: not acknowledged
       // A batch larger than the whole buffer still goes in when the buffer is empty.
-      if (this.#store.bytes + bytes <= this.#o.maxBytes || this.#store.records === 0) {
+      if (overBound || this.#store.bytes + bytes <= this.#o.maxBytes || this.#store.records === 0) {
         try {
           if (this.#store.records === 0) this.#backlog = { since: Date.now(), forwarded: this.forwarded };
           const stored = this.#store.append(rows);
@@ -191,7 +199,7 @@ export class DiskBuffer {
             if (this.#tailBytes > TAIL_BYTES) this.#tail = undefined; // a backlog: read it from the store
             else for (const r of stored) this.#tail.push(r);
           }
-          this.#notFull();
+          if (!stillFull) this.#notFull();
           this.#wake();
           break;
         } catch (e) {
@@ -201,7 +209,21 @@ export class DiskBuffer {
         }
       }
       this.#isFull(diskFull);
-      if (this.#o.whenFull === "drop-oldest" && this.#dropOldest(bytes)) continue;
+      if (this.#o.whenFull === "drop-oldest") {
+        if (this.#dropOldest(bytes)) {
+          stillFull = true;
+          continue;
+        }
+        // Nothing left to drop: all the buffer holds is being forwarded (sent, not yet confirmed: up to
+        // CHUNKS_IN_FLIGHT chunks), which cannot be dropped. Waiting for it would stop acknowledgements for
+        // as long as the uplink is down, which drop-oldest must not do: the batch goes in over the bound
+        // (by at most what is in flight). Not on a full disk: there it waits for room, as with block.
+        if (!diskFull) {
+          stillFull = overBound = true;
+          continue;
+        }
+      }
+      overBound = false;
       await new Promise<void>((resolve) => this.#spaceWaiters.push(resolve));
     }
     return refused;
