@@ -363,7 +363,12 @@ export async function runCommand(argv: string[]): Promise<void> {
     log(
       `done: ${stats.describe()} in ${stats.activeSeconds().toFixed(2)} s from the first event; ` +
         `peak ${stats.peakInFlight} batches / ${stats.peakHeld} events in flight ` +
-        `(bound ${maxInFlight + 1} / ${batchSize * (maxInFlight + 1)})`,
+        `(bound ${maxInFlight + 1} / ${batchSize * (maxInFlight + 1)})` +
+        (buffer
+          ? `; buffer: ${buffer.forwarded} forwarded` +
+            (buffer.dropped > 0 ? `, ${buffer.dropped} dropped (drop-oldest)` : "") +
+            (buffer.refused > 0 ? `, ${buffer.refused} refused by the sink` : "")
+          : ""),
     );
   } finally {
     if (status !== undefined) clearInterval(status);
