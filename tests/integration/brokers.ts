@@ -167,8 +167,8 @@ export async function publishMqtt(topic: string, payloads: string[], qos: 0 | 1 
  * Messages still queued for a persistent MQTT session (never PUBACKed), counted for `waitMs`. The
  * listener is attached before connecting: the broker resends them right behind its CONNACK.
  */
-export async function queuedForSession(clientId: string, waitMs = 1000): Promise<number> {
-  const client = mqtt.connect(MQTT_URL, {
+export async function queuedForSession(clientId: string, waitMs = 1000, url = MQTT_URL): Promise<number> {
+  const client = mqtt.connect(url, {
     clientId,
     clean: false,
     protocolVersion: 5,
@@ -347,4 +347,29 @@ export class LiveOutput<T extends { id: number }> {
   stop(): Promise<void> {
     return this.consumer.disconnect();
   }
+}
+
+/**
+ * scripts/services.sh kafka-up | kafka-stop | kafka-down on a private Kafka (its own state dir and ports,
+ * topics not created on first use), for tests that stop the broker without touching the shared one.
+ */
+export function privateKafkaServices(state: string, port: number) {
+  return async (command: "kafka-up" | "kafka-stop" | "kafka-down"): Promise<void> => {
+    const out = await new Deno.Command("bash", {
+      args: ["scripts/services.sh", command],
+      cwd: new URL("../../", import.meta.url).pathname,
+      env: {
+        EDGEINFER_STATE: state,
+        EDGEINFER_KAFKA_PORT: String(port),
+        EDGEINFER_KAFKA_CONTROLLER_PORT: String(port + 1),
+        EDGEINFER_KAFKA_AUTO_CREATE: "false",
+        EDGEINFER_KAFKA_HEAP: "-Xms128m -Xmx512m",
+      },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    if (!out.success) {
+      throw new Error(`services.sh ${command} failed:\n${new TextDecoder().decode(out.stderr)}`);
+    }
+  };
 }

@@ -10,12 +10,11 @@ import { Kafka, logLevel } from "kafkajs";
 import mqtt from "mqtt";
 import { linearModelFile } from "../fixtures/linear_model.ts";
 import { type RunningCli, spawnCli } from "../cli/run_cli.ts";
-import { createTopic, LiveOutput, uniqueName } from "./brokers.ts";
+import { createTopic, LiveOutput, privateKafkaServices, queuedForSession, uniqueName } from "./brokers.ts";
 import { patchKafkajsIdlePolling, registerKafkajsCodecs } from "./kafkajs.ts";
 
 const KAFKA_PORT = Number(Deno.env.get("EDGEINFER_BUFFER_KAFKA_PORT") ?? 19392);
 const BROKER = `127.0.0.1:${KAFKA_PORT}`;
-const ROOT = new URL("../../", import.meta.url).pathname;
 /** Mosquitto's stock max_queued_messages: what a disconnected or stalled session can hold. */
 const STOCK_QUEUE = 1000;
 
@@ -31,24 +30,10 @@ const privateKafka = new Kafka({
 });
 
 /** scripts/services.sh kafka-up | kafka-stop | kafka-down on the private Kafka. */
-async function services(command: "kafka-up" | "kafka-stop" | "kafka-down"): Promise<void> {
-  const out = await new Deno.Command("bash", {
-    args: ["scripts/services.sh", command],
-    cwd: ROOT,
-    env: {
-      EDGEINFER_STATE: Deno.env.get("EDGEINFER_BUFFER_STATE") ?? "/tmp/edgeinfer-buffer-kafka",
-      EDGEINFER_KAFKA_PORT: String(KAFKA_PORT),
-      EDGEINFER_KAFKA_CONTROLLER_PORT: String(KAFKA_PORT + 1),
-      EDGEINFER_KAFKA_AUTO_CREATE: "false",
-      EDGEINFER_KAFKA_HEAP: "-Xms128m -Xmx512m",
-    },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  if (!out.success) {
-    throw new Error(`services.sh ${command} failed:\n${new TextDecoder().decode(out.stderr)}`);
-  }
-}
+const services = privateKafkaServices(
+  Deno.env.get("EDGEINFER_BUFFER_STATE") ?? "/tmp/edgeinfer-buffer-kafka",
+  KAFKA_PORT,
+);
 
 const json = (id: number) => JSON.stringify({ id, a: id % 100 });
 const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i);
@@ -252,27 +237,9 @@ class PrivateMosquitto {
     await Deno.remove(this.dir, { recursive: true }).catch(() => {});
   }
 
-  /**
-   * Messages queued for a persistent session, counted for `waitMs` (the session is resumed, then ended:
-   * sessionExpiryInterval 0).
-   */
-  async queuedForSession(clientId: string, waitMs = 1000): Promise<number> {
-    const client = mqtt.connect(this.url, {
-      clientId,
-      clean: false,
-      protocolVersion: 5,
-      properties: { sessionExpiryInterval: 0 },
-      reconnectPeriod: 0,
-    });
-    let count = 0;
-    client.on("message", () => count++);
-    await new Promise<void>((resolve, reject) => {
-      client.once("connect", () => resolve());
-      client.once("error", reject);
-    });
-    await sleep(waitMs);
-    await client.endAsync();
-    return count;
+  /** Messages queued for a persistent session (see brokers.ts). */
+  queuedForSession(clientId: string, waitMs = 1000): Promise<number> {
+    return queuedForSession(clientId, waitMs, this.url);
   }
 }
 

@@ -13,6 +13,7 @@ import {
   createTopic,
   MQTT_HOSTPORT,
   prepareMqttSession,
+  privateKafkaServices,
   produce,
   publishMqtt,
   queuedForSession,
@@ -24,7 +25,6 @@ const PORT = Number(Deno.env.get("EDGEINFER_OUTAGE_KAFKA_PORT") ?? 19092);
 const BROKER = `127.0.0.1:${PORT}`;
 /** Longer than the 30 s after which edgeinfer used to give up. */
 const OUTAGE_MS = 35_000;
-const ROOT = new URL("../../", import.meta.url).pathname;
 
 const privateKafka = new Kafka({
   clientId: "edgeinfer-tests",
@@ -33,24 +33,10 @@ const privateKafka = new Kafka({
 });
 
 /** scripts/services.sh kafka-up | kafka-stop | kafka-down on the private Kafka. */
-async function services(command: "kafka-up" | "kafka-stop" | "kafka-down"): Promise<void> {
-  const out = await new Deno.Command("bash", {
-    args: ["scripts/services.sh", command],
-    cwd: ROOT,
-    env: {
-      EDGEINFER_STATE: Deno.env.get("EDGEINFER_OUTAGE_STATE") ?? "/tmp/edgeinfer-outage-kafka",
-      EDGEINFER_KAFKA_PORT: String(PORT),
-      EDGEINFER_KAFKA_CONTROLLER_PORT: String(PORT + 1),
-      EDGEINFER_KAFKA_AUTO_CREATE: "false",
-      EDGEINFER_KAFKA_HEAP: "-Xms128m -Xmx512m",
-    },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  if (!out.success) {
-    throw new Error(`services.sh ${command} failed:\n${new TextDecoder().decode(out.stderr)}`);
-  }
-}
+const services = privateKafkaServices(
+  Deno.env.get("EDGEINFER_OUTAGE_STATE") ?? "/tmp/edgeinfer-outage-kafka",
+  PORT,
+);
 
 /** Distinct `id`s of the predictions in `topic` on the private Kafka, polled until `count` or `ms`. */
 async function predictedIds(topic: string, count: number, ms: number): Promise<Set<number>> {
