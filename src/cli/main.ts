@@ -30,6 +30,13 @@ const COMMANDS: Record<string, Command> = {
       return { help: m.SIMULATE_HELP, run: m.simulateCommand };
     },
   },
+  config: {
+    summary: "check a config file for run --config, and print its settings",
+    load: async () => {
+      const m = await import("./config.ts");
+      return { help: m.CONFIG_HELP, run: m.configCommand };
+    },
+  },
   bench: {
     summary: "measure a model's rows/s and latency per batch size, or a source → sink run",
     load: async () => {

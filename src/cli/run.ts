@@ -13,6 +13,7 @@ import { exactlyOnce } from "../kafka/connect.ts";
 import { DEFAULT_RETRY, Health, type RetryPolicy } from "../pipeline/health.ts";
 import { durationFlag, intFlag, listFlag, numberFlag, parseFlags } from "./args.ts";
 import { onShutdownSignal } from "./signals.ts";
+import { expandConfig } from "../config/file.ts";
 import { DEFAULT_BUFFER_MAX_BYTES, DiskBuffer, WHEN_FULL, type WhenFull } from "../buffer/buffer.ts";
 
 export const RUN_HELP = `edgeinfer run: score a stream of events with an ONNX model, in batches
@@ -32,6 +33,11 @@ Model and input
   --threshold X           anomaly threshold on the score (default: edgeinfer.threshold metadata)
   --score-output NAME     model output used as score (default: edgeinfer.score metadata, or the
                           model's only output)
+
+Configuration
+  --config FILE           settings from a YAML file whose keys are these flags' names (e.g.
+                          batch-size: 256); \${VAR} and \${VAR:-default} come from the environment;
+                          flags on the command line override it (see 'edgeinfer config --help')
 
 Where events come from and go
   --source URL            mqtt://[user@]host:port/<filter>[?qos=1&client-id=ID&share=GROUP&version=5]
@@ -101,38 +107,41 @@ Examples
     --source file:ecg_discord_test.msgs --sink -
 `;
 
+/** `run`'s flags; a config file's keys are these names (src/config/file.ts). */
+export const RUN_FLAGS = {
+  model: { type: "string" },
+  source: { type: "string" },
+  sink: { type: "string", default: "-" },
+  dlq: { type: "string" },
+  format: { type: "string", default: "json" },
+  features: { type: "string" },
+  "key-field": { type: "string" },
+  "id-field": { type: "string", default: "id" },
+  passthrough: { type: "string" },
+  threshold: { type: "string" },
+  "score-output": { type: "string" },
+  "batch-size": { type: "string" },
+  "linger-ms": { type: "string" },
+  "max-in-flight": { type: "string" },
+  "max-events": { type: "string" },
+  "max-payload-bytes": { type: "string" },
+  "max-held-bytes": { type: "string" },
+  "dlq-payload-bytes": { type: "string" },
+  "retry-max-backoff": { type: "string" },
+  "give-up-after": { type: "string" },
+  "shutdown-timeout": { type: "string" },
+  threads: { type: "string" },
+  quiet: { type: "boolean", default: false },
+  "exactly-once": { type: "boolean", default: false },
+  "trace-headers": { type: "string", default: "on" },
+  "status-every": { type: "string" },
+  buffer: { type: "string" },
+  "buffer-max-bytes": { type: "string" },
+  "buffer-when-full": { type: "string", default: "block" },
+} as const;
+
 export async function runCommand(argv: string[]): Promise<void> {
-  const { values: f } = parseFlags("run", argv, {
-    model: { type: "string" },
-    source: { type: "string" },
-    sink: { type: "string", default: "-" },
-    dlq: { type: "string" },
-    format: { type: "string", default: "json" },
-    features: { type: "string" },
-    "key-field": { type: "string" },
-    "id-field": { type: "string", default: "id" },
-    passthrough: { type: "string" },
-    threshold: { type: "string" },
-    "score-output": { type: "string" },
-    "batch-size": { type: "string" },
-    "linger-ms": { type: "string" },
-    "max-in-flight": { type: "string" },
-    "max-events": { type: "string" },
-    "max-payload-bytes": { type: "string" },
-    "max-held-bytes": { type: "string" },
-    "dlq-payload-bytes": { type: "string" },
-    "retry-max-backoff": { type: "string" },
-    "give-up-after": { type: "string" },
-    "shutdown-timeout": { type: "string" },
-    threads: { type: "string" },
-    quiet: { type: "boolean", default: false },
-    "exactly-once": { type: "boolean", default: false },
-    "trace-headers": { type: "string", default: "on" },
-    "status-every": { type: "string" },
-    buffer: { type: "string" },
-    "buffer-max-bytes": { type: "string" },
-    "buffer-when-full": { type: "string", default: "block" },
-  });
+  const { values: f } = parseFlags("run", expandConfig(argv, RUN_FLAGS), RUN_FLAGS);
 
   if (f.model === undefined) throw new UsageError("run needs --model PATH (see 'edgeinfer run --help')");
   if (f.source === undefined) throw new UsageError("run needs --source URL (see 'edgeinfer run --help')");

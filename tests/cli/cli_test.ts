@@ -281,3 +281,46 @@ Deno.test("edgeinfer never prints an MQTT password from a URL, and names an unre
     /--source has a password \(from EDGEINFER_MQTT_PASSWORD\) but no user name/,
   );
 });
+
+Deno.test("edgeinfer run --config FILE takes its settings from the file, the command line overriding it", async () => {
+  const model = await linearModelFile({ features: ["a"], weights: [1], bias: 0 });
+  const dir = await Deno.makeTempDir();
+  const events = Array.from({ length: 10 }, (_, i) => JSON.stringify({ id: i, a: i })).join("\n") + "\n";
+  await Deno.writeTextFile(`${dir}/events.jsonl`, events);
+  await Deno.writeTextFile(
+    `${dir}/edge.yaml`,
+    [
+      `model: ${model}`,
+      `source: file:\${EVENTS}`,
+      `sink: file:${dir}/from-file.jsonl`,
+      "batch-size: 4",
+      "quiet: true",
+    ].join("\n"),
+  );
+  const env = { EVENTS: `${dir}/events.jsonl` };
+  const check = await runCli(["config", "check", `${dir}/edge.yaml`], { env });
+  assert.equal(check.code, 0, check.stderr);
+  assert.match(check.stdout, new RegExp(`source: file:${dir}/events.jsonl`));
+  const run = await runCli(["run", "--config", `${dir}/edge.yaml`], { env });
+  assert.equal(run.code, 0, run.stderr);
+  assert.equal(run.stderr, "", "quiet: true from the file");
+  assert.equal((await Deno.readTextFile(`${dir}/from-file.jsonl`)).trim().split("\n").length, 10);
+  // A flag on the command line wins over the file's key.
+  const override = await runCli(
+    ["run", "--config", `${dir}/edge.yaml`, "--sink", `file:${dir}/from-flag.jsonl`],
+    { env },
+  );
+  assert.equal(override.code, 0, override.stderr);
+  assert.equal((await Deno.readTextFile(`${dir}/from-flag.jsonl`)).trim().split("\n").length, 10);
+  // A mistake is one line naming the key, exit 2, for run and for config check alike.
+  await Deno.writeTextFile(`${dir}/bad.yaml`, `model: ${model}\nsource: "-"\nbach-size: 4\n`);
+  assertUsageError(
+    await runCli(["run", "--config", `${dir}/bad.yaml`]),
+    /'bach-size' is not a setting; did you mean 'batch-size'\?/,
+  );
+  assertUsageError(await runCli(["config", "check", `${dir}/bad.yaml`]), /'bach-size' is not a setting/);
+  // The shipped example is valid.
+  const example = await runCli(["config", "check", "scripts/edge.example.yaml"]);
+  assert.equal(example.code, 0, example.stderr);
+  await Deno.remove(dir, { recursive: true });
+});
