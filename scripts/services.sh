@@ -5,8 +5,8 @@
 #                             on 127.0.0.1:${EDGEINFER_KAFKA_PORT:-9092} (controller :${EDGEINFER_KAFKA_CONTROLLER_PORT:-9093})
 #   Toxiproxy (a TCP fault proxy for the link-fault tests; API on 127.0.0.1:${EDGEINFER_TOXIPROXY_PORT:-8474}) with
 #   two proxies: "mqtt"  127.0.0.1:MQTT_PORT+20000 (21883) -> Mosquitto
-#                "kafka" 127.0.0.1:KAFKA_PORT+20000 (29092) -> Kafka's second listener PROXIED on KAFKA_PORT+2
-#                (9094), which advertises the proxy's address: a client that bootstraps through the proxy
+#                "kafka" 127.0.0.1:KAFKA_PORT+20000 (29092) -> Kafka's second listener PROXIED on KAFKA_PORT+6
+#                (9098), which advertises the proxy's address: a client that bootstraps through the proxy
 #                learns the proxy's address from metadata, so every one of its connections goes through it.
 #   Toxiproxy is built once with `go install` from the Go module proxy (Go from Debian if missing). If it
 #   cannot be built, `up` says so and goes on: the tests that need it skip, naming the reason.
@@ -52,7 +52,7 @@ TOXIPROXY_VERSION=2.5.0
 TOXIPROXY_BIN="$CACHE/toxiproxy-$TOXIPROXY_VERSION/server"
 TOXIPROXY_PORT=${EDGEINFER_TOXIPROXY_PORT:-8474}
 MQTT_PROXY_PORT=$((MQTT_PORT + 20000))
-KAFKA_PROXIED_PORT=$((KAFKA_PORT + 2))
+KAFKA_PROXIED_PORT=$((KAFKA_PORT + 6)) # 9094 and 9095 are kept for the secured listeners
 KAFKA_PROXY_PORT=$((KAFKA_PORT + 20000))
 
 MQ_DIR="$STATE/mosquitto"
@@ -450,8 +450,23 @@ ensure_toxiproxy() {
   say "Toxiproxy built after $(elapsed "$t0")"
 }
 
+# proxies.json, on stdout.
+toxiproxy_conf() {
+  cat <<EOF
+[
+  {"name": "mqtt", "listen": "$HOST:$MQTT_PROXY_PORT", "upstream": "$HOST:$MQTT_PORT"},
+  {"name": "kafka", "listen": "$HOST:$KAFKA_PROXY_PORT", "upstream": "$HOST:$KAFKA_PROXIED_PORT"}
+]
+EOF
+}
+
 start_toxiproxy() {
   [[ ${EDGEINFER_TOXIPROXY:-1} != 0 ]] || return 0
+  local pid
+  if pid=$(tp_pid) && ! cmp -s <(toxiproxy_conf) "$TP_CONF"; then
+    say "toxiproxy runs with older proxies: restarting it"
+    stop_one toxiproxy "$pid"
+  fi
   if tp_pid >/dev/null; then
     say "toxiproxy already running (pid $(tp_pid))"
     return 0
@@ -465,12 +480,7 @@ start_toxiproxy() {
     fi
   done
   mkdir -p "$TP_DIR"
-  cat >"$TP_CONF" <<EOF
-[
-  {"name": "mqtt", "listen": "$HOST:$MQTT_PROXY_PORT", "upstream": "$HOST:$MQTT_PORT"},
-  {"name": "kafka", "listen": "$HOST:$KAFKA_PROXY_PORT", "upstream": "$HOST:$KAFKA_PROXIED_PORT"}
-]
-EOF
+  toxiproxy_conf >"$TP_CONF"
   : >"$TP_LOG"
   setsid "$TOXIPROXY_BIN" -host "$HOST" -port "$TOXIPROXY_PORT" -config "$TP_CONF" </dev/null >>"$TP_LOG" 2>&1 9>&- &
   echo $! >"$TP_PID"
