@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # scripts/services.sh up|down|status — the brokers edgeinfer's tests and demos talk to:
-#   Mosquitto (MQTT)          on 127.0.0.1:${EDGEINFER_MQTT_PORT:-1883}
+#   Mosquitto (MQTT)          on 127.0.0.1:${EDGEINFER_MQTT_PORT:-1883} (plaintext, anonymous allowed),
+#                             TLS + password on :${EDGEINFER_MQTT_TLS_PORT:-8883},
+#                             TLS + client certificate + password on :${EDGEINFER_MQTT_MTLS_PORT:-8884}
+#   The secured listeners use a test CA made once per state dir with openssl (Debian package): see tls_files.
+#   The files are in $STATE/tls/ (ca.pem, server.pem, client.pem, client-key.pem, other-ca.pem: an unrelated
+#   CA for the wrong-CA test); the MQTT user and its random password in $STATE/credentials.env (mode 600).
 #   Apache Kafka (KRaft, 1 node, broker+controller)
 #                             on 127.0.0.1:${EDGEINFER_KAFKA_PORT:-9092} (controller :${EDGEINFER_KAFKA_CONTROLLER_PORT:-9093})
 #   Toxiproxy (a TCP fault proxy for the link-fault tests; API on 127.0.0.1:${EDGEINFER_TOXIPROXY_PORT:-8474}) with
@@ -25,7 +30,8 @@
 #           idempotent producers' state survive the next kafka-up); stop and delete its data. The outage
 #           tests run a second, private Kafka this way (own EDGEINFER_STATE and ports).
 #
-# Environment: EDGEINFER_STATE, EDGEINFER_CACHE, EDGEINFER_MQTT_PORT, EDGEINFER_KAFKA_PORT,
+# Environment: EDGEINFER_STATE, EDGEINFER_CACHE, EDGEINFER_MQTT_PORT, EDGEINFER_MQTT_TLS_PORT,
+# EDGEINFER_MQTT_MTLS_PORT, EDGEINFER_KAFKA_PORT,
 # EDGEINFER_KAFKA_CONTROLLER_PORT, EDGEINFER_KAFKA_VERSION (default: kafka.version in scripts/kafka/pom.xml),
 # EDGEINFER_KAFKA_HEAP (default "-Xms256m -Xmx768m"), EDGEINFER_SERVICES_TIMEOUT (seconds per broker, default 120),
 # EDGEINFER_KAFKA_AUTO_CREATE (auto.create.topics.enable, default true), EDGEINFER_TOXIPROXY_PORT,
@@ -39,6 +45,8 @@ HOST=127.0.0.1
 STATE=${EDGEINFER_STATE:-/tmp/edgeinfer-services}
 CACHE=${EDGEINFER_CACHE:-${HOME:-/root}/.cache/edgeinfer}
 MQTT_PORT=${EDGEINFER_MQTT_PORT:-1883}
+MQTT_TLS_PORT=${EDGEINFER_MQTT_TLS_PORT:-8883}
+MQTT_MTLS_PORT=${EDGEINFER_MQTT_MTLS_PORT:-8884}
 KAFKA_PORT=${EDGEINFER_KAFKA_PORT:-9092}
 CONTROLLER_PORT=${EDGEINFER_KAFKA_CONTROLLER_PORT:-9093}
 TIMEOUT=${EDGEINFER_SERVICES_TIMEOUT:-120}
@@ -68,6 +76,9 @@ TP_DIR="$STATE/toxiproxy"
 TP_PID="$TP_DIR/toxiproxy.pid"
 TP_LOG="$TP_DIR/toxiproxy.log"
 TP_CONF="$TP_DIR/proxies.json"
+TLS_DIR="$STATE/tls"
+CREDENTIALS="$STATE/credentials.env"
+MQTT_USER=edgeinfer
 
 say() { printf 'services: %s\n' "$*" >&2; }
 die() {
@@ -146,8 +157,78 @@ ensure_mosquitto() {
   find_mosquitto || die "mosquitto is still missing after apt-get install mosquitto mosquitto-clients"
 }
 
+# ------------------------------------------------------------------------------------ test CA and secrets
+#
+# Made once per state dir (kept by `down`, like the logs): a CA, a server certificate for 127.0.0.1 and
+# localhost, a client certificate (CN edgeinfer-client) and a second, unrelated CA, all valid 10 years;
+# the MQTT password (random, drawn once) in credentials.env and, hashed, in Mosquitto's password file.
+# Each file is written to a temporary name and moved into place last, so an interrupted `up` redoes it.
+
+ensure_openssl() {
+  command -v openssl >/dev/null && return 0
+  apt_install openssl
+}
+
+tls_files() {
+  mkdir -p "$TLS_DIR"
+  [[ -s $TLS_DIR/other-ca.pem ]] && return 0
+  ensure_openssl
+  local t0 d="$TLS_DIR/tmp.$$"
+  t0=$(now_ms)
+  rm -rf "$d"
+  mkdir -p "$d"
+  {
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=edgeinfer test CA" \
+      -keyout "$d/ca-key.pem" -out "$d/ca.pem"
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$d/server-key.pem" -out "$d/server.csr"
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$d/server.ext"
+    openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca-key.pem" -CAcreateserial -days 3650 \
+      -extfile "$d/server.ext" -out "$d/server.pem"
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=edgeinfer-client" -keyout "$d/client-key.pem" -out "$d/client.csr"
+    printf 'extendedKeyUsage=clientAuth\n' >"$d/client.ext"
+    openssl x509 -req -in "$d/client.csr" -CA "$d/ca.pem" -CAkey "$d/ca-key.pem" -CAcreateserial -days 3650 \
+      -extfile "$d/client.ext" -out "$d/client.pem"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=edgeinfer unrelated CA" \
+      -keyout "$d/other-ca-key.pem" -out "$d/other-ca.pem"
+  } >"$TLS_DIR/openssl.log" 2>&1 || show_log_and_die "openssl could not make the test certificates" "$TLS_DIR/openssl.log"
+  chmod 600 "$d"/*-key.pem
+  rm -f "$d"/*.csr "$d"/*.ext "$d"/*.srl
+  local f
+  for f in ca-key.pem ca.pem server-key.pem server.pem client-key.pem client.pem other-ca-key.pem other-ca.pem; do
+    mv -f "$d/$f" "$TLS_DIR/$f" # other-ca.pem last: it marks the set complete
+  done
+  rmdir "$d"
+  say "test CA and certificates made in $TLS_DIR after $(elapsed "$t0")"
+}
+
+credentials() {
+  if [[ ! -s $CREDENTIALS ]]; then
+    local password
+    password=$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')
+    (
+      umask 077
+      printf '# Written once by scripts/services.sh: the MQTT user of the secured listeners.\nMQTT_USER=%s\nMQTT_PASSWORD=%s\n' \
+        "$MQTT_USER" "$password" >"$CREDENTIALS.tmp"
+    )
+    mv -f "$CREDENTIALS.tmp" "$CREDENTIALS"
+  fi
+  chmod 600 "$CREDENTIALS"
+}
+
+# Mosquitto's password file, from credentials.env (rewritten on every start: mosquitto_passwd salts anew).
+write_mosquitto_passwords() {
+  local password
+  password=$(sed -n 's/^MQTT_PASSWORD=//p' "$CREDENTIALS")
+  (umask 077 && : >"$MQ_DIR/passwords")
+  mosquitto_passwd -b "$MQ_DIR/passwords" "$MQTT_USER" "$password" ||
+    die "mosquitto_passwd could not write $MQ_DIR/passwords"
+}
+
 write_mosquitto_conf() {
   mkdir -p "$MQ_DIR/data"
+  tls_files
+  credentials
+  write_mosquitto_passwords
   mosquitto_conf >"$MQ_CONF"
 }
 
@@ -157,8 +238,29 @@ mosquitto_conf() {
 # Written by scripts/services.sh — regenerated on every \`up\`; edit the script, not this file.
 # Reference: man mosquitto.conf (options checked against Mosquitto 2.0.11, Debian bookworm).
 
+# Each listener has its own authentication settings: anonymous clients on the plaintext one only.
+per_listener_settings true
+
 listener $MQTT_PORT $HOST
 allow_anonymous true
+
+# TLS, user name and password (clients verify the server against tls/ca.pem).
+listener $MQTT_TLS_PORT $HOST
+allow_anonymous false
+password_file $MQ_DIR/passwords
+cafile $TLS_DIR/ca.pem
+certfile $TLS_DIR/server.pem
+keyfile $TLS_DIR/server-key.pem
+
+# Mutual TLS: a client certificate signed by tls/ca.pem, and the password too.
+listener $MQTT_MTLS_PORT $HOST
+allow_anonymous false
+password_file $MQ_DIR/passwords
+cafile $TLS_DIR/ca.pem
+certfile $TLS_DIR/server.pem
+keyfile $TLS_DIR/server-key.pem
+require_certificate true
+
 # Stay the user that started us (as root, mosquitto would otherwise switch to user "mosquitto",
 # which cannot write the data directory).
 user $(id -un)
@@ -204,9 +306,12 @@ start_mosquitto() {
     return 0
   fi
   ensure_mosquitto
-  if port_open "$MQTT_PORT"; then
-    die "port $HOST:$MQTT_PORT is already taken by a process services.sh did not start (see: ss -ltnp 'sport = :$MQTT_PORT'); stop it or set EDGEINFER_MQTT_PORT"
-  fi
+  local p
+  for p in "$MQTT_PORT" "$MQTT_TLS_PORT" "$MQTT_MTLS_PORT"; do
+    if port_open "$p"; then
+      die "port $HOST:$p is already taken by a process services.sh did not start (see: ss -ltnp 'sport = :$p'); stop it or set EDGEINFER_MQTT_PORT / EDGEINFER_MQTT_TLS_PORT / EDGEINFER_MQTT_MTLS_PORT"
+    fi
+  done
   write_mosquitto_conf
   : >"$MQ_LOG"
   setsid "$MOSQUITTO" -c "$MQ_CONF" </dev/null >>"$MQ_LOG" 2>&1 9>&- &
@@ -215,7 +320,7 @@ start_mosquitto() {
 }
 
 wait_mosquitto() {
-  local t0=$1 deadline=$((SECONDS + TIMEOUT)) topic="edgeinfer/services/ready-$$"
+  local t0=$1 deadline=$((SECONDS + TIMEOUT)) topic="edgeinfer/services/ready-$$" ready=0
   while ((SECONDS < deadline)); do
     mq_pid >/dev/null || show_log_and_die "mosquitto exited during startup" "$MQ_LOG"
     # A real round trip: publish a retained message, read it back, then clear it.
@@ -223,12 +328,27 @@ wait_mosquitto() {
       mosquitto_pub -h "$HOST" -p "$MQTT_PORT" -q 1 -r -t "$topic" -m ok 2>/dev/null &&
       [[ $(mosquitto_sub -h "$HOST" -p "$MQTT_PORT" -t "$topic" -C 1 -W 3 2>/dev/null) == ok ]]; then
       mosquitto_pub -h "$HOST" -p "$MQTT_PORT" -q 1 -r -n -t "$topic" 2>/dev/null || true
-      say "mosquitto ready after $(elapsed "$t0")"
+      ready=1
+      break
+    fi
+    sleep 0.2
+  done
+  ((ready)) || show_log_and_die "mosquitto did not answer on $HOST:$MQTT_PORT within ${TIMEOUT}s" "$MQ_LOG"
+  # The secured listeners: a publish with the CA and the password (and the client certificate on mTLS).
+  local password
+  password=$(sed -n 's/^MQTT_PASSWORD=//p' "$CREDENTIALS")
+  local tls=(--cafile "$TLS_DIR/ca.pem" -u "$MQTT_USER" -P "$password" -q 1 -t "$topic" -n)
+  while ((SECONDS < deadline)); do
+    mq_pid >/dev/null || show_log_and_die "mosquitto exited during startup" "$MQ_LOG"
+    if mosquitto_pub -h "$HOST" -p "$MQTT_TLS_PORT" "${tls[@]}" 2>/dev/null &&
+      mosquitto_pub -h "$HOST" -p "$MQTT_MTLS_PORT" "${tls[@]}" \
+        --cert "$TLS_DIR/client.pem" --key "$TLS_DIR/client-key.pem" 2>/dev/null; then
+      say "mosquitto ready after $(elapsed "$t0") (TLS on $HOST:$MQTT_TLS_PORT, mTLS on $HOST:$MQTT_MTLS_PORT)"
       return 0
     fi
     sleep 0.2
   done
-  show_log_and_die "mosquitto did not answer on $HOST:$MQTT_PORT within ${TIMEOUT}s" "$MQ_LOG"
+  show_log_and_die "mosquitto's TLS listeners ($HOST:$MQTT_TLS_PORT, $HOST:$MQTT_MTLS_PORT) did not accept the test CA and password within ${TIMEOUT}s" "$MQ_LOG"
 }
 
 # -------------------------------------------------------------------------------------------------- Kafka
@@ -519,7 +639,8 @@ stop_one() { # name pid
 
 print_endpoints() {
   printf 'kafka     %s:%s\n' "$HOST" "$KAFKA_PORT"
-  printf 'mosquitto %s:%s\n' "$HOST" "$MQTT_PORT"
+  printf 'mosquitto %s:%s (TLS + password %s:%s, mTLS + password %s:%s; CA %s, user/password in %s)\n' \
+    "$HOST" "$MQTT_PORT" "$HOST" "$MQTT_TLS_PORT" "$HOST" "$MQTT_MTLS_PORT" "$TLS_DIR/ca.pem" "$CREDENTIALS"
   if tp_pid >/dev/null; then
     printf 'toxiproxy %s:%s (mqtt via %s:%s, kafka via %s:%s)\n' "$HOST" "$TOXIPROXY_PORT" \
       "$HOST" "$MQTT_PROXY_PORT" "$HOST" "$KAFKA_PROXY_PORT"
@@ -532,6 +653,8 @@ cmd_up() {
   # A broker started by an older version of this script (another configuration) is restarted with the
   # current one; its data is kept.
   local pid
+  tls_files # once per state dir (also for a broker that already runs)
+  credentials
   if pid=$(mq_pid) && ! cmp -s <(mosquitto_conf) "$MQ_CONF"; then
     say "mosquitto runs with an older configuration: restarting it"
     stop_one mosquitto "$pid"
@@ -575,7 +698,8 @@ cmd_status() {
     rc=3
   fi
   if pid=$(mq_pid); then
-    printf 'mosquitto running  pid %-7s %s:%s  log %s\n' "$pid" "$HOST" "$MQTT_PORT" "$MQ_LOG"
+    printf 'mosquitto running  pid %-7s %s:%s (TLS %s, mTLS %s)  log %s\n' "$pid" "$HOST" "$MQTT_PORT" \
+      "$MQTT_TLS_PORT" "$MQTT_MTLS_PORT" "$MQ_LOG"
   else
     printf 'mosquitto stopped  (would listen on %s:%s; state %s)\n' "$HOST" "$MQTT_PORT" "$MQ_DIR"
     rc=3
@@ -590,7 +714,7 @@ cmd_status() {
 }
 
 usage() { # exit code
-  sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,39p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit "$1"
 }
 
