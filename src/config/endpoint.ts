@@ -3,6 +3,7 @@ import { UsageError } from "../errors.ts";
 /**
  * A source, sink or simulator target given as a URL on the command line:
  *   mqtt://[user:pass@]host:port/<topic or filter>?qos=1&client-id=x&share=group
+ *   mqtts://host:port/<filter>?ca=PATH&cert=PATH&key=PATH   (MQTT over TLS, default port 8883)
  *   kafka://host:port[,host:port]/<topic>?group=<id>
  *   file:<path>     one event per line
  *   - | stdout      standard input (as a source) or standard output (as a sink)
@@ -10,7 +11,7 @@ import { UsageError } from "../errors.ts";
 export type Endpoint =
   | {
     kind: "mqtt";
-    /** mqtt://host:port, without credentials or path. */
+    /** mqtt://host:port or mqtts://host:port, without credentials or path. */
     brokerUrl: string;
     username?: string;
     password?: string;
@@ -52,7 +53,7 @@ export function parseEndpoint(flag: string, text: string): Endpoint {
     return { kind: "file", path };
   }
   const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(value)?.[1]?.toLowerCase();
-  if (scheme === "mqtt") return parseMqtt(flag, value);
+  if (scheme === "mqtt" || scheme === "mqtts") return parseMqtt(flag, value, scheme);
   if (scheme === "kafka") return parseKafka(flag, value);
   throw new UsageError(
     `${flag} '${shown(value)}' is not a supported URL (${
@@ -61,7 +62,7 @@ export function parseEndpoint(flag: string, text: string): Endpoint {
   );
 }
 
-function parseMqtt(flag: string, value: string): Endpoint {
+function parseMqtt(flag: string, value: string, scheme: "mqtt" | "mqtts"): Endpoint {
   // `+` and `#` are legal in topic filters but `#` starts a URL fragment: escape it first.
   let url: URL;
   try {
@@ -71,7 +72,7 @@ function parseMqtt(flag: string, value: string): Endpoint {
     const hidden = shown(value).replace(/^([a-z][a-z0-9+.-]*:\/\/).*@/is, "$1***@");
     throw new UsageError(`${flag} '${hidden}' is not a valid URL; ${EXAMPLES}`);
   }
-  const port = url.port || "1883";
+  const port = url.port || (scheme === "mqtts" ? "8883" : "1883");
   if (url.hostname === "") throw new UsageError(`${flag} '${shown(value)}' has no host; ${EXAMPLES}`);
   const topic = decodeURIComponent(url.pathname.replace(/^\//, ""));
   if (topic === "") {
@@ -82,7 +83,7 @@ function parseMqtt(flag: string, value: string): Endpoint {
   }
   return {
     kind: "mqtt",
-    brokerUrl: `mqtt://${url.hostname}:${port}`,
+    brokerUrl: `${scheme}://${url.hostname}:${port}`,
     username: url.username ? decodeUserinfo(url.username) : undefined,
     password: url.password ? decodeUserinfo(url.password) : undefined,
     topic,

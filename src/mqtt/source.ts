@@ -46,11 +46,56 @@ import { cutOversize, HeldBudget } from "../pipeline/held.ts";
 import type { Origin, Source, SourceEvent } from "../pipeline/types.ts";
 import { takeoverTopic, takeoverWill } from "./takeover.ts";
 
+/** PEM contents, and where they came from (for messages): `ca=PATH`, `cert=PATH`, `key=PATH`. */
+export interface MqttTlsOptions {
+  ca?: string;
+  caPath?: string;
+  cert?: string;
+  certPath?: string;
+  key?: string;
+}
+
+/**
+ * A TLS failure no retry can heal (wrong CA, expired or mismatched certificate, a client certificate the
+ * broker refuses): one line naming the cause, or undefined for a transient error.
+ */
+export function fatalTlsReason(err: Error, tls: MqttTlsOptions | undefined): string | undefined {
+  const code = String((err as { code?: unknown }).code ?? "");
+  const text = `${code} ${err.message}`;
+  const ca = tls?.caPath ? `--source ca=${tls.caPath}` : "the system's CAs (no --source ca=)";
+  if (
+    /UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT|SELF_SIGNED_CERT|unknown[ _]?issuer|TLS not authorized|certificate verify failed/i
+      .test(text)
+  ) {
+    return `TLS: the broker's certificate is not signed by ${ca}`;
+  }
+  if (/CERT_HAS_EXPIRED|CERT_NOT_YET_VALID|certificate has expired|not yet valid/i.test(text)) {
+    return `TLS: the broker's certificate has expired or is not valid yet (${err.message})`;
+  }
+  if (/ERR_TLS_CERT_ALTNAME_INVALID|not valid for name|Hostname\/IP does not match/i.test(text)) {
+    return `TLS: the broker's certificate does not name this host (${err.message})`;
+  }
+  if (
+    /ALERT_(CERTIFICATE_REQUIRED|BAD_CERTIFICATE|UNKNOWN_CA|CERTIFICATE_UNKNOWN|CERTIFICATE_EXPIRED|HANDSHAKE_FAILURE)|CertificateRequired|BadCertificate/i
+      .test(text)
+  ) {
+    return tls?.cert
+      ? `TLS: the broker refused the client certificate --source cert=${tls.certPath} (${err.message})`
+      : `TLS: the broker requires a client certificate: add --source cert=PATH&key=PATH (${err.message})`;
+  }
+  return undefined;
+}
+
 export interface MqttSourceOptions {
   /** Broker URL, e.g. "mqtt://127.0.0.1:1883" (mqtts://, ws:// also work). */
   brokerUrl: string;
   username?: string;
   password?: string;
+  /**
+   * TLS (mqtts:// only): `ca` verifies the broker's certificate (always verified; without `ca`, against
+   * the system's CAs); `cert` + `key` present a client certificate (mutual TLS). PEM contents, not paths.
+   */
+  tls?: MqttTlsOptions;
   /** Topic filter, e.g. "cars/+/sensors". */
   topicFilter: string;
   /** Maximum QoS of the subscription. 0 means no acks and no redelivery. */
@@ -328,6 +373,15 @@ export function createMqttSource(options: MqttSourceOptions): Source {
       clientId,
       username: options.username,
       password: options.password,
+      ...(options.tls
+        ? {
+          ca: options.tls.ca,
+          cert: options.tls.cert,
+          key: options.tls.key,
+          // Always verified: there is deliberately no way to turn this off.
+          rejectUnauthorized: true,
+        }
+        : {}),
       protocolVersion,
       clean: false,
       // An adopted session is never redialled: its will (below) brings it to whichever member is alive.
@@ -481,6 +535,9 @@ export function createMqttSource(options: MqttSourceOptions): Source {
         // A CONNACK refusal (bad credentials, not authorised, client id rejected): mqtt.js stops
         // reconnecting, and retrying would not help.
         fail(new RuntimeError(`MQTT broker ${broker} refused the connection: ${err.message}`));
+      } else if (fatalTlsReason(err, options.tls) !== undefined) {
+        // A certificate problem is the same on every retry: end the run instead of redialling for ever.
+        fail(new RuntimeError(`MQTT broker ${broker}: ${fatalTlsReason(err, options.tls)}`));
       } else {
         // ECONNREFUSED, ECONNRESET, keepalive timeout, DNS: transient; mqtt.js reconnects every 1 s.
         health.waiting(part, err.message || String(err));
