@@ -69,6 +69,8 @@ Output
                           mqtt://host:port/<topic template>[?qos=1&client-id=ID&max-in-flight=2000]
                             ({car} in the template becomes the car id; qos 0, 1 or 2, default 1;
                             username=, password-file=, or EDGEINFER_MQTT_PASSWORD for a login),
+                          mqtts://host:port/<topic template>[?ca=PATH&cert=PATH&key=PATH&...] (TLS;
+                            the broker's certificate is always verified),
                           kafka://host:port[,host:port]/<topic> (message key = car id)
   --quiet                 no progress line (every 5 s) or summary on stderr
 

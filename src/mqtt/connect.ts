@@ -89,7 +89,11 @@ export function mqttSource(flag: string, endpoint: MqttEndpoint, limits: SourceL
  * verified), cert=PATH and key=PATH (a client certificate, for brokers that require one). Read now, so an
  * unreadable file stops the run before it starts.
  */
-function tlsOptions(flag: string, brokerUrl: string, q: Map<string, string>): MqttTlsOptions | undefined {
+export function tlsOptions(
+  flag: string,
+  brokerUrl: string,
+  q: Map<string, string>,
+): MqttTlsOptions | undefined {
   const tls = brokerUrl.startsWith("mqtts://");
   const caPath = q.get("ca");
   const certPath = q.get("cert");

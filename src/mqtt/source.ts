@@ -59,10 +59,14 @@ export interface MqttTlsOptions {
  * A TLS failure no retry can heal (wrong CA, expired or mismatched certificate, a client certificate the
  * broker refuses): one line naming the cause, or undefined for a transient error.
  */
-export function fatalTlsReason(err: Error, tls: MqttTlsOptions | undefined): string | undefined {
+export function fatalTlsReason(
+  err: Error,
+  tls: MqttTlsOptions | undefined,
+  flag = "--source",
+): string | undefined {
   const code = String((err as { code?: unknown }).code ?? "");
   const text = `${code} ${err.message}`;
-  const ca = tls?.caPath ? `--source ca=${tls.caPath}` : "the system's CAs (no --source ca=)";
+  const ca = tls?.caPath ? `${flag} ca=${tls.caPath}` : `the system's CAs (no ${flag} ca=)`;
   if (
     /UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT|SELF_SIGNED_CERT|unknown[ _]?issuer|TLS not authorized|certificate verify failed/i
       .test(text)
@@ -80,8 +84,8 @@ export function fatalTlsReason(err: Error, tls: MqttTlsOptions | undefined): str
       .test(text)
   ) {
     return tls?.cert
-      ? `TLS: the broker refused the client certificate --source cert=${tls.certPath} (${err.message})`
-      : `TLS: the broker requires a client certificate: add --source cert=PATH&key=PATH (${err.message})`;
+      ? `TLS: the broker refused the client certificate ${flag} cert=${tls.certPath} (${err.message})`
+      : `TLS: the broker requires a client certificate: add ${flag} cert=PATH&key=PATH (${err.message})`;
   }
   return undefined;
 }

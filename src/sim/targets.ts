@@ -11,6 +11,8 @@
  */
 import mqtt from "mqtt";
 import { mqttCredentials, parseEndpoint } from "../config/endpoint.ts";
+import { tlsOptions } from "../mqtt/connect.ts";
+import { fatalTlsReason, type MqttTlsOptions } from "../mqtt/source.ts";
 import { oneOf, readQuery } from "../config/query.ts";
 import { RuntimeError, UsageError } from "../errors.ts";
 import type { OutRecord, Sink } from "../pipeline/types.ts";
@@ -55,6 +57,9 @@ export async function openTarget(url: string): Promise<SimTarget> {
         "max-in-flight",
         "username",
         "password-file",
+        "ca",
+        "cert",
+        "key",
       ]);
       const qos = Number(oneOf(FLAG, "qos", q.get("qos"), ["0", "1", "2"], "1")) as 0 | 1 | 2;
       const maxInFlight = positiveInt("max-in-flight", q.get("max-in-flight"), 2000);
@@ -66,6 +71,7 @@ export async function openTarget(url: string): Promise<SimTarget> {
         clientId: q.get("client-id"),
         username,
         password,
+        tls: tlsOptions(FLAG, endpoint.brokerUrl, q),
       });
     }
     case "kafka": {
@@ -147,6 +153,8 @@ interface MqttTargetOptions {
   clientId: string | undefined;
   username: string | undefined;
   password: string | undefined;
+  /** mqtts://: the CA to verify the broker with, and a client certificate (always verified). */
+  tls: MqttTlsOptions | undefined;
 }
 
 /**
@@ -193,9 +201,14 @@ class MqttTarget implements SimTarget {
         clean: true,
         connectTimeout: 10_000,
         reconnectPeriod: 1_000,
+        ...(options.tls
+          ? { ca: options.tls.ca, cert: options.tls.cert, key: options.tls.key, rejectUnauthorized: true }
+          : {}),
       }, false);
     } catch (err) {
-      throw new RuntimeError(`cannot connect to ${brokerUrl}: ${(err as Error).message || String(err)}`);
+      const reason = fatalTlsReason(err as Error, options.tls, FLAG) ??
+        ((err as Error).message || String(err));
+      throw new RuntimeError(`cannot connect to ${brokerUrl}: ${reason}`);
     }
     return new MqttTarget(description, client, template, options);
   }

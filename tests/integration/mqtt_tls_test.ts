@@ -10,8 +10,9 @@
  */
 import assert from "node:assert/strict";
 import { linearModelFile } from "../fixtures/linear_model.ts";
-import { spawnCli } from "../cli/run_cli.ts";
-import { publishMqtt, SERVICES_STATE, uniqueName } from "./brokers.ts";
+import mqtt from "mqtt";
+import { runCli, spawnCli } from "../cli/run_cli.ts";
+import { MQTT_URL, publishMqtt, SERVICES_STATE, uniqueName } from "./brokers.ts";
 
 const TLS_PORT = Number(Deno.env.get("EDGEINFER_MQTT_TLS_PORT") ?? 8883);
 const MTLS_PORT = Number(Deno.env.get("EDGEINFER_MQTT_MTLS_PORT") ?? 8884);
@@ -198,5 +199,79 @@ Deno.test({
       undefined,
       2,
     );
+  },
+});
+
+Deno.test({
+  name:
+    "simulate publishes over TLS with a password (8883) and over mTLS (8884); a wrong CA ends it with one line",
+  ignore,
+  async fn() {
+    const base = uniqueName("edgeinfer-sim-tls");
+    // A subscriber on the plaintext listener counts what simulate published through the TLS ones.
+    const received: string[] = [];
+    const subscriber = await mqtt.connectAsync(MQTT_URL, {
+      clientId: uniqueName("sim-tls-sub"),
+      clean: true,
+    });
+    subscriber.on("message", (topic) => received.push(topic));
+    await subscriber.subscribeAsync(`${base}/#`, { qos: 1 });
+    const env = { EDGEINFER_MQTT_PASSWORD: credentials!.password };
+    const target = (port: number, path: string, extra = "") =>
+      `mqtts://127.0.0.1:${port}/${base}/${path}/{car}?ca=${TLS}/ca.pem&username=${
+        credentials!.user
+      }${extra}`;
+    try {
+      for (
+        const [port, path, extra] of [
+          [TLS_PORT, "tls", ""],
+          [MTLS_PORT, "mtls", `&cert=${TLS}/client.pem&key=${TLS}/client-key.pem`],
+        ] as const
+      ) {
+        const result = await runCli(
+          [
+            "simulate",
+            "--cars",
+            "5",
+            "--count",
+            "50",
+            "--rate",
+            "0",
+            "--quiet",
+            "--target",
+            target(port, path, extra),
+          ],
+          { env },
+        );
+        assert.equal(result.code, 0, result.stderr);
+      }
+      const deadline = Date.now() + 10_000;
+      const count = (path: string) => received.filter((t) => t.startsWith(`${base}/${path}/`)).length;
+      while ((count("tls") < 50 || count("mtls") < 50) && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.equal(count("tls"), 50, "every event published over TLS");
+      assert.equal(count("mtls"), 50, "every event published over mTLS");
+    } finally {
+      await subscriber.endAsync();
+    }
+    const wrongCa = await runCli(
+      [
+        "simulate",
+        "--count",
+        "5",
+        "--rate",
+        "0",
+        "--target",
+        target(TLS_PORT, "x").replace("ca.pem", "other-ca.pem"),
+      ],
+      { env },
+    );
+    assert.equal(wrongCa.code, 1, wrongCa.stderr);
+    assert.match(
+      wrongCa.stderr,
+      /TLS: the broker's certificate is not signed by --target ca=.*other-ca\.pem/,
+    );
+    assert.doesNotMatch(wrongCa.stderr + wrongCa.stdout, new RegExp(credentials!.password));
   },
 });
