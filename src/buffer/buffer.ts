@@ -44,8 +44,6 @@ export interface DiskBufferOptions {
   health: Health;
   /** The real sinks, by destination: 0 the --sink, 1 the --dlq (absent without one). */
   targets: [Sink, Sink | undefined];
-  /** Why a target refuses a record before sending it (its size limit), checked at append time. */
-  refusesBeforeSending?: (dest: number, record: OutRecord) => string | undefined;
 }
 
 export class DiskBuffer {
@@ -172,7 +170,8 @@ export class DiskBuffer {
     let bytes = 0;
     for (let index = 0; index < records.length; index++) {
       const r = records[index];
-      const reason = this.#o.refusesBeforeSending?.(dest, r);
+      // What the target would refuse without sending (its size limit) is refused now, at append time.
+      const reason = this.#o.targets[dest]?.refuses?.(r);
       if (reason !== undefined) {
         refused.push({ index, reason });
         continue;
@@ -299,7 +298,8 @@ export class DiskBuffer {
         this.#inFlight++;
         const sent = this.#send(rows);
         const after = this.#cursor;
-        this.#cursor = rows[rows.length - 1].seq;
+        const last = rows[rows.length - 1].seq;
+        this.#cursor = last;
         const previous = this.#confirmed;
         this.#confirmed = (async () => {
           const refused = await sent.catch((e) => {
@@ -312,12 +312,7 @@ export class DiskBuffer {
           this.refused += refused;
           this.forwarded += rows.length - refused;
           try {
-            this.#store.remove(
-              after,
-              this.#cursorOf(rows),
-              rows.length,
-              rows.reduce((n, r) => n + r.bytes, 0),
-            );
+            this.#store.remove(after, last, rows.length, rows.reduce((n, r) => n + r.bytes, 0));
           } catch (e) {
             this.#fail(e);
             return;
@@ -349,10 +344,6 @@ export class DiskBuffer {
       `buffer: empty again after ${formatAge(ms)}: ${n} records forwarded meanwhile ` +
         `(${Math.round(n / (ms / 1000))}/s on average)`,
     );
-  }
-
-  #cursorOf(rows: BufferedRecord[]): number {
-    return rows[rows.length - 1].seq;
   }
 
   #readChunk(): BufferedRecord[] {

@@ -298,7 +298,6 @@ export async function runCommand(argv: string[]): Promise<void> {
       whenFull,
       health,
       targets: [sink, deadLetter],
-      refusesBeforeSending: (dest, record) => (dest === 0 ? sink : deadLetter)?.refuses?.(record),
     });
     if (buffer) {
       sinks.unshift({

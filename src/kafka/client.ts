@@ -148,6 +148,12 @@ export function isRetriableKafkaError(e: unknown, options: { unknownTopicIsFatal
   return network || retriable;
 }
 
+/** Whether a failure is, or holds, a request that went unanswered for the request timeout. */
+export function isRequestTimeout(e: unknown): boolean {
+  for (const err of errorsOf(e)) if (/Request timed out/.test(String(err.message))) return true;
+  return false;
+}
+
 /** Whether a failure is the network's (refused, reset, closed, a request timed out), not a broker's answer. */
 export function isNetworkKafkaError(e: unknown): boolean {
   for (const err of errorsOf(e)) if (err.code === "PLT_KFK_NETWORK") return true;

@@ -34,6 +34,7 @@ import {
   describeKafkaError,
   ensureTopic,
   HeaderEncoder,
+  isRequestTimeout,
   isRetriableKafkaError,
   kafkaErrorType,
   recordSerializers,
@@ -80,14 +81,6 @@ const LIBRARY_PRODUCE_RETRIES = 2;
 /** A request timed out and holds several records: they are sent again in smaller requests. */
 class SlowLink extends Error {}
 
-function isRequestTimeout(e: unknown): boolean {
-  for (let err: unknown = e, depth = 0; err instanceof Error && depth < 8; depth++) {
-    if (/Request timed out/.test(err.message)) return true;
-    if (err instanceof AggregateError && err.errors.some(isRequestTimeout)) return true;
-    err = err.cause;
-  }
-  return false;
-}
 export const DEFAULT_MAX_RECORD_BYTES = 1_000_000;
 
 /** Broker answers that condemn a record (or the batch holding it), not the connection. */
