@@ -112,7 +112,8 @@ function parseKafka(flag: string, value: string): Endpoint {
   if (hostList.includes("@")) {
     throw new UsageError(
       `${flag} '${shown(value).replace(/^kafka:\/\/[^/?#]*@/i, "kafka://***@")}' has user info (user@ or ` +
-        `user:password@): Kafka authentication is not supported; use kafka://host:port/<topic>`,
+        `user:password@), which Kafka URLs do not take: use sasl=scram-sha-512&username=NAME with the ` +
+        `password in EDGEINFER_KAFKA_PASSWORD or password-file=PATH`,
     );
   }
   const brokers = hostList.split(",").map((h) => h.trim()).filter((h) => h !== "");
@@ -171,19 +172,7 @@ export function mqttCredentials(
 
   const file = query.get("password-file");
   if (file !== undefined) {
-    if (file === "") {
-      throw new UsageError(`${flag} password-file= needs a path, e.g. password-file=/run/secrets/mqtt`);
-    }
-    let content: string;
-    try {
-      content = Deno.readTextFileSync(file);
-    } catch (err) {
-      const reason = err instanceof Deno.errors.NotFound ? "no such file" : (err as Error).message;
-      throw new UsageError(`${flag} password-file=${file} cannot be read (${reason})`);
-    }
-    const password = content.replace(/[\r\n]+$/, "");
-    if (password === "") throw new UsageError(`${flag} password-file=${file} is empty`);
-    return { username, password, passwordFrom: "password-file" };
+    return { username, password: readPasswordFile(flag, file), passwordFrom: "password-file" };
   }
   if (endpoint.password !== undefined) return { username, password: endpoint.password, passwordFrom: "url" };
   const fromEnv = env(MQTT_PASSWORD_ENV);
@@ -191,7 +180,27 @@ export function mqttCredentials(
   return { username };
 }
 
-function readEnv(name: string): string | undefined {
+/**
+ * The content of `password-file=PATH` (e.g. a mounted secret), trailing newline(s) stripped. A missing,
+ * unreadable or empty file is a UsageError naming the path, never the content.
+ */
+export function readPasswordFile(flag: string, file: string): string {
+  if (file === "") {
+    throw new UsageError(`${flag} password-file= needs a path, e.g. password-file=/run/secrets/broker`);
+  }
+  let content: string;
+  try {
+    content = Deno.readTextFileSync(file);
+  } catch (err) {
+    const reason = err instanceof Deno.errors.NotFound ? "no such file" : (err as Error).message;
+    throw new UsageError(`${flag} password-file=${file} cannot be read (${reason})`);
+  }
+  const password = content.replace(/[\r\n]+$/, "");
+  if (password === "") throw new UsageError(`${flag} password-file=${file} is empty`);
+  return password;
+}
+
+export function readEnv(name: string): string | undefined {
   try {
     return Deno.env.get(name);
   } catch {

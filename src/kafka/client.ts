@@ -10,6 +10,7 @@
 import { type Base, MultipleErrors, stringSerializer } from "@platformatic/kafka";
 import { RuntimeError } from "../errors.ts";
 import type { Backoff, Health } from "../pipeline/health.ts";
+import { type KafkaSecurity, securityClientOptions } from "./security.ts";
 
 /**
  * How long a request may go unanswered before its connection is declared dead, closed and opened anew
@@ -19,13 +20,15 @@ import type { Backoff, Health } from "../pipeline/health.ts";
  */
 export const DEFAULT_REQUEST_TIMEOUT_MS = 15_000;
 
-/** Library settings every client of ours uses. */
+/** Library settings every client of ours uses; `security` adds TLS and SASL (src/kafka/security.ts). */
 export function baseClientOptions(
   brokers: string[],
   clientId: string,
   requestTimeoutMs = DEFAULT_REQUEST_TIMEOUT_MS,
+  security?: KafkaSecurity,
 ) {
   return {
+    ...securityClientOptions(security, brokers),
     clientId,
     bootstrapBrokers: brokers,
     connectTimeout: 3000,

@@ -9,6 +9,7 @@ import { type Compression, COMPRESSIONS, createKafkaSink, DEFAULT_MAX_RECORD_BYT
 import { createKafkaSource, DEFAULT_SESSION_TIMEOUT_MS } from "./source.ts";
 import { DEFAULT_REQUEST_TIMEOUT_MS } from "./client.ts";
 import { KafkaTransactions } from "./transactions.ts";
+import { kafkaSecurity, SECURITY_PARAMS } from "./security.ts";
 
 type KafkaEndpoint = Extract<Endpoint, { kind: "kafka" }>;
 
@@ -46,6 +47,7 @@ export function kafkaSource(flag: string, endpoint: KafkaEndpoint, limits: Sourc
     "client-id",
     "request-timeout-ms",
     "session-timeout-ms",
+    ...SECURITY_PARAMS,
   ]);
   return createKafkaSource({
     brokers: endpoint.brokers,
@@ -55,6 +57,7 @@ export function kafkaSource(flag: string, endpoint: KafkaEndpoint, limits: Sourc
     fromBeginning: oneOf(flag, "from", q.get("from"), ["earliest", "latest"], "earliest") === "earliest",
     requestTimeoutMs: requestTimeoutMs(flag, q),
     sessionTimeoutMs: sessionTimeoutMs(flag, q),
+    security: kafkaSecurity(flag, q),
     ...limits,
   });
 }
@@ -65,6 +68,7 @@ export function kafkaSink(flag: string, endpoint: KafkaEndpoint, options: { heal
     "max-record-bytes",
     "compression",
     "request-timeout-ms",
+    ...SECURITY_PARAMS,
   ]);
   const maxRecordBytes = q.get("max-record-bytes");
   if (maxRecordBytes !== undefined && !/^[1-9]\d*$/.test(maxRecordBytes)) {
@@ -81,6 +85,7 @@ export function kafkaSink(flag: string, endpoint: KafkaEndpoint, options: { heal
     compression: oneOf(flag, "compression", q.get("compression"), [...COMPRESSIONS], DEFAULT_COMPRESSION),
     health: options.health,
     requestTimeoutMs: requestTimeoutMs(flag, q),
+    security: kafkaSecurity(flag, q),
   });
 }
 
@@ -134,6 +139,7 @@ export function exactlyOnce(
     "client-id",
     "request-timeout-ms",
     "session-timeout-ms",
+    ...SECURITY_PARAMS,
   ]);
   const q = readQuery("--sink", sink.params, [
     "client-id",
@@ -141,8 +147,18 @@ export function exactlyOnce(
     "compression",
     "transactional-id",
     "request-timeout-ms",
+    ...SECURITY_PARAMS,
   ]);
-  if (dlq?.kind === "kafka") readQuery("--dlq", dlq.params, []);
+  if (dlq?.kind === "kafka") {
+    // One producer writes both topics: the dead-letter URL may repeat the sink's security, not differ.
+    const dq = readQuery("--dlq", dlq.params, SECURITY_PARAMS);
+    const differing = SECURITY_PARAMS.find((name) => dq.has(name) && dq.get(name) !== q.get(name));
+    if (differing) {
+      throw new UsageError(
+        `--exactly-once writes --dlq with --sink's connection: its ${differing}= must be the same as --sink's, or left out`,
+      );
+    }
+  }
   const groupId = sq.get("group") ?? "edgeinfer";
   const kafkaSource = createKafkaSource({
     brokers: source.brokers,
@@ -153,6 +169,7 @@ export function exactlyOnce(
       oneOf("--source", "from", sq.get("from"), ["earliest", "latest"], "earliest") === "earliest",
     requestTimeoutMs: requestTimeoutMs("--source", sq),
     sessionTimeoutMs: sessionTimeoutMs("--source", sq),
+    security: kafkaSecurity("--source", sq),
     ...limits,
     transactional: true,
   });
@@ -167,6 +184,7 @@ export function exactlyOnce(
     maxRecordBytes: maxRecordBytes === undefined ? undefined : Number(maxRecordBytes),
     health: limits.health,
     requestTimeoutMs: requestTimeoutMs("--sink", q),
+    security: kafkaSecurity("--sink", q),
   });
   return {
     source: kafkaSource,

@@ -40,6 +40,7 @@ import {
   recordSerializers,
   retryKafka,
 } from "./client.ts";
+import { describeSecurity, type KafkaSecurity } from "./security.ts";
 
 type Message = MessageToProduce<string, string, Buffer, Buffer>;
 
@@ -65,6 +66,8 @@ export interface KafkaSinkOptions {
   health?: Health;
   /** A request unanswered this long closes its connection (DEFAULT_REQUEST_TIMEOUT_MS). */
   requestTimeoutMs?: number;
+  /** TLS and SASL (the URL's tls=, sasl=, …); plaintext without it. */
+  security?: KafkaSecurity;
 }
 
 /**
@@ -125,7 +128,7 @@ export function createKafkaSink(options: KafkaSinkOptions): Sink {
   const backoff = new Backoff(health.retry);
   const headerEncoder = new HeaderEncoder();
   const producer = new Producer({
-    ...baseClientOptions(brokers, options.clientId, options.requestTimeoutMs),
+    ...baseClientOptions(brokers, options.clientId, options.requestTimeoutMs, options.security),
     serializers: recordSerializers,
     // The broker drops duplicates of a retried request (same producer id and sequence numbers). The
     // library then sends one request at a time per broker, and keeps call order.
@@ -288,7 +291,7 @@ export function createKafkaSink(options: KafkaSinkOptions): Sink {
   }
 
   return {
-    description: `kafka://${brokers.join(",")}/${topic}`,
+    description: `kafka://${brokers.join(",")}/${topic}${describeSecurity(options.security)}`,
 
     send(records: OutRecord[]): Promise<Refusal[]> {
       if (closed) return Promise.reject(new Error("KafkaSink.send() after close()"));

@@ -36,6 +36,7 @@ import {
   isRetriableKafkaError,
   retryKafka,
 } from "./client.ts";
+import { describeSecurity, type KafkaSecurity } from "./security.ts";
 import { OffsetTracker, type PartitionOffset } from "./offset_tracker.ts";
 
 export interface KafkaSourceOptions {
@@ -60,6 +61,8 @@ export interface KafkaSourceOptions {
   health?: Health;
   /** A request unanswered this long closes its connection (DEFAULT_REQUEST_TIMEOUT_MS). */
   requestTimeoutMs?: number;
+  /** TLS and SASL (the URL's tls=, sasl=, …); plaintext without it. */
+  security?: KafkaSecurity;
   /** The group session: a member silent this long is expelled and its partitions reassigned. */
   sessionTimeoutMs?: number;
   /**
@@ -181,7 +184,7 @@ export function createKafkaSource(options: KafkaSourceOptions): KafkaSource {
   const backoff = new Backoff(health.retry);
   const sessionTimeoutMs = options.sessionTimeoutMs ?? DEFAULT_SESSION_TIMEOUT_MS;
   const consumer = new Consumer({
-    ...baseClientOptions(brokers, options.clientId, options.requestTimeoutMs),
+    ...baseClientOptions(brokers, options.clientId, options.requestTimeoutMs, options.security),
     groupId,
     autocommit: false,
     // One fetch response comes on top of what is held: keep it a fraction of the byte bound. The
@@ -393,7 +396,9 @@ export function createKafkaSource(options: KafkaSourceOptions): KafkaSource {
   }
 
   return {
-    description: `kafka://${brokers.join(",")}/${topic}?group=${groupId}`,
+    description: `kafka://${brokers.join(",")}/${topic}?group=${groupId}${
+      describeSecurity(options.security)
+    }`,
 
     get streams() {
       return generation;

@@ -24,6 +24,7 @@ import {
   recordSerializers,
   retryKafka,
 } from "./client.ts";
+import type { KafkaSecurity } from "./security.ts";
 import { type Compression, DEFAULT_MAX_RECORD_BYTES, oversizeReason } from "./sink.ts";
 import type { GroupOffsets } from "./source.ts";
 
@@ -41,6 +42,8 @@ export interface KafkaTransactionsOptions {
   health: Health;
   /** A request unanswered this long closes its connection (DEFAULT_REQUEST_TIMEOUT_MS). */
   requestTimeoutMs?: number;
+  /** TLS and SASL (the URL's tls=, sasl=, …); plaintext without it. */
+  security?: KafkaSecurity;
 }
 
 type StringTransaction = Awaited<ReturnType<Producer<string, string, Buffer, Buffer>["beginTransaction"]>>;
@@ -104,7 +107,7 @@ export class KafkaTransactions {
     this.part = `Kafka transactions ${o.brokers.join(",")}`;
     this.backoff = new Backoff(o.health.retry);
     this.producer = new Producer({
-      ...baseClientOptions(o.brokers, o.clientId, o.requestTimeoutMs),
+      ...baseClientOptions(o.brokers, o.clientId, o.requestTimeoutMs, o.security),
       // The library also sends this as the transaction timeout (InitProducerId): the coordinator aborts a
       // transaction open longer, and the producer is then fenced. 60 s (the Java client's default) lets
       // a transaction open when the broker went away commit after an outage of up to about a minute.

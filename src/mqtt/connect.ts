@@ -1,11 +1,11 @@
 /** The mqtt:// URL's parameters, read into the MQTT source options. */
 import { type Endpoint, MQTT_PASSWORD_ENV, mqttCredentials } from "../config/endpoint.ts";
 import { integerIn, oneOf, readQuery } from "../config/query.ts";
-import { createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
+import { readTlsFiles, type TlsFiles, tlsParamGiven } from "../config/tls.ts";
 import { UsageError } from "../errors.ts";
 import type { Source } from "../pipeline/types.ts";
 import type { SourceLimits } from "../connectors.ts";
-import { createMqttSource, DEFAULT_KEEPALIVE_S, type MqttTlsOptions } from "./source.ts";
+import { createMqttSource, DEFAULT_KEEPALIVE_S } from "./source.ts";
 import { DEFAULT_TAKEOVER_DELAY_S } from "./takeover.ts";
 
 type MqttEndpoint = Extract<Endpoint, { kind: "mqtt" }>;
@@ -84,84 +84,14 @@ export function mqttSource(flag: string, endpoint: MqttEndpoint, limits: SourceL
   });
 }
 
-/**
- * mqtts:// parameters: ca=PATH (the CA that signed the broker's certificate; the certificate is always
- * verified), cert=PATH and key=PATH (a client certificate, for brokers that require one). Read now, so an
- * unreadable file stops the run before it starts.
- */
-export function tlsOptions(
-  flag: string,
-  brokerUrl: string,
-  q: Map<string, string>,
-): MqttTlsOptions | undefined {
-  const tls = brokerUrl.startsWith("mqtts://");
-  const caPath = q.get("ca");
-  const certPath = q.get("cert");
-  const keyPath = q.get("key");
-  if (!tls) {
-    const given = (["ca", "cert", "key"] as const).find((name) => q.get(name) !== undefined);
-    if (given) {
-      throw new UsageError(`${flag} ${given}= needs TLS: use mqtts://host:port/... (default port 8883)`);
-    }
-    return undefined;
+/** mqtts:// parameters ca=, cert=, key= (src/config/tls.ts); refused on plain mqtt://. */
+export function tlsOptions(flag: string, brokerUrl: string, q: Map<string, string>): TlsFiles | undefined {
+  if (brokerUrl.startsWith("mqtts://")) return readTlsFiles(flag, q);
+  const given = tlsParamGiven(q);
+  if (given) {
+    throw new UsageError(`${flag} ${given}= needs TLS: use mqtts://host:port/... (default port 8883)`);
   }
-  if ((certPath === undefined) !== (keyPath === undefined)) {
-    throw new UsageError(
-      `${flag} ${certPath === undefined ? "key=" : "cert="} needs ${
-        certPath === undefined ? "cert=" : "key="
-      } too: a client certificate is the pair cert=PATH&key=PATH`,
-    );
-  }
-  const cert = readPem(flag, "cert", certPath);
-  const key = readPem(flag, "key", keyPath);
-  if (cert !== undefined && key !== undefined) checkClientCertificate(flag, certPath!, cert, keyPath!, key);
-  return { ca: readPem(flag, "ca", caPath), caPath, cert, certPath, key };
-}
-
-/**
- * A client certificate that cannot work — unparsable, expired, or not the key's pair — is reported now:
- * the TLS stack would only say "unsupported protocol" or the broker would close the connection.
- */
-function checkClientCertificate(flag: string, certPath: string, cert: string, keyPath: string, key: string) {
-  let x509: X509Certificate;
-  let privateKey: KeyObject;
-  try {
-    x509 = new X509Certificate(cert);
-  } catch (err) {
-    throw new UsageError(`${flag} cert=${certPath} is not a PEM certificate (${(err as Error).message})`);
-  }
-  try {
-    privateKey = createPrivateKey(key);
-  } catch (err) {
-    throw new UsageError(
-      `${flag} key=${keyPath} is not an unencrypted PEM private key (${(err as Error).message})`,
-    );
-  }
-  if (!x509.checkPrivateKey(privateKey)) {
-    throw new UsageError(`${flag} key=${keyPath} is not the private key of cert=${certPath}`);
-  }
-  const now = Date.now();
-  if (now > Date.parse(x509.validTo) || now < Date.parse(x509.validFrom)) {
-    throw new UsageError(
-      `${flag} cert=${certPath} is valid only from ${x509.validFrom} to ${x509.validTo}: the broker would refuse it`,
-    );
-  }
-}
-
-function readPem(flag: string, name: string, path: string | undefined): string | undefined {
-  if (path === undefined) return undefined;
-  if (path === "") throw new UsageError(`${flag} ${name}= needs a path to a PEM file`);
-  let content: string;
-  try {
-    content = Deno.readTextFileSync(path);
-  } catch (err) {
-    const reason = err instanceof Deno.errors.NotFound ? "no such file" : (err as Error).message;
-    throw new UsageError(`${flag} ${name}=${path} cannot be read (${reason})`);
-  }
-  if (!content.includes("-----BEGIN ")) {
-    throw new UsageError(`${flag} ${name}=${path} is not a PEM file (no -----BEGIN line)`);
-  }
-  return content;
+  return undefined;
 }
 
 function defaultClientId(filter: string, shareGroup: string | undefined): string {

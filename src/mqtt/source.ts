@@ -45,50 +45,7 @@ import { Health } from "../pipeline/health.ts";
 import { cutOversize, HeldBudget } from "../pipeline/held.ts";
 import type { Origin, Source, SourceEvent } from "../pipeline/types.ts";
 import { takeoverTopic, takeoverWill } from "./takeover.ts";
-
-/** PEM contents, and where they came from (for messages): `ca=PATH`, `cert=PATH`, `key=PATH`. */
-export interface MqttTlsOptions {
-  ca?: string;
-  caPath?: string;
-  cert?: string;
-  certPath?: string;
-  key?: string;
-}
-
-/**
- * A TLS failure no retry can heal (wrong CA, expired or mismatched certificate, a client certificate the
- * broker refuses): one line naming the cause, or undefined for a transient error.
- */
-export function fatalTlsReason(
-  err: Error,
-  tls: MqttTlsOptions | undefined,
-  flag = "--source",
-): string | undefined {
-  const code = String((err as { code?: unknown }).code ?? "");
-  const text = `${code} ${err.message}`;
-  const ca = tls?.caPath ? `${flag} ca=${tls.caPath}` : `the system's CAs (no ${flag} ca=)`;
-  if (
-    /UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT|SELF_SIGNED_CERT|unknown[ _]?issuer|TLS not authorized|certificate verify failed/i
-      .test(text)
-  ) {
-    return `TLS: the broker's certificate is not signed by ${ca}`;
-  }
-  if (/CERT_HAS_EXPIRED|CERT_NOT_YET_VALID|certificate has expired|not yet valid/i.test(text)) {
-    return `TLS: the broker's certificate has expired or is not valid yet (${err.message})`;
-  }
-  if (/ERR_TLS_CERT_ALTNAME_INVALID|not valid for name|Hostname\/IP does not match/i.test(text)) {
-    return `TLS: the broker's certificate does not name this host (${err.message})`;
-  }
-  if (
-    /ALERT_(CERTIFICATE_REQUIRED|BAD_CERTIFICATE|UNKNOWN_CA|CERTIFICATE_UNKNOWN|CERTIFICATE_EXPIRED|HANDSHAKE_FAILURE)|CertificateRequired|BadCertificate/i
-      .test(text)
-  ) {
-    return tls?.cert
-      ? `TLS: the broker refused the client certificate ${flag} cert=${tls.certPath} (${err.message})`
-      : `TLS: the broker requires a client certificate: add ${flag} cert=PATH&key=PATH (${err.message})`;
-  }
-  return undefined;
-}
+import { fatalTlsReason, type TlsFiles } from "../config/tls.ts";
 
 export interface MqttSourceOptions {
   /** Broker URL, e.g. "mqtt://127.0.0.1:1883" (mqtts://, ws:// also work). */
@@ -99,7 +56,7 @@ export interface MqttSourceOptions {
    * TLS (mqtts:// only): `ca` verifies the broker's certificate (always verified; without `ca`, against
    * the system's CAs); `cert` + `key` present a client certificate (mutual TLS). PEM contents, not paths.
    */
-  tls?: MqttTlsOptions;
+  tls?: TlsFiles;
   /** Topic filter, e.g. "cars/+/sensors". */
   topicFilter: string;
   /** Maximum QoS of the subscription. 0 means no acks and no redelivery. */

@@ -12,7 +12,7 @@
 import mqtt from "mqtt";
 import { mqttCredentials, parseEndpoint } from "../config/endpoint.ts";
 import { tlsOptions } from "../mqtt/connect.ts";
-import { fatalTlsReason, type MqttTlsOptions } from "../mqtt/source.ts";
+import { fatalTlsReason, type TlsFiles } from "../config/tls.ts";
 import { oneOf, readQuery } from "../config/query.ts";
 import { RuntimeError, UsageError } from "../errors.ts";
 import type { OutRecord, Sink } from "../pipeline/types.ts";
@@ -75,15 +75,17 @@ export async function openTarget(url: string): Promise<SimTarget> {
       });
     }
     case "kafka": {
-      const q = readQuery(FLAG, endpoint.params, ["client-id"]);
       // Loaded on demand: the Kafka client is not needed for the other targets.
+      const { SECURITY_PARAMS, kafkaSecurity } = await import("../kafka/security.ts");
+      const q = readQuery(FLAG, endpoint.params, ["client-id", ...SECURITY_PARAMS]);
       const { createKafkaSink } = await import("../kafka/sink.ts");
       const sink = createKafkaSink({
         brokers: endpoint.brokers,
         topic: endpoint.topic,
         clientId: q.get("client-id") ?? "edgeinfer-simulate",
+        security: kafkaSecurity(FLAG, q),
       });
-      return new SinkTarget(`kafka://${endpoint.brokers.join(",")}/${endpoint.topic}`, sink);
+      return new SinkTarget(sink.description, sink);
     }
   }
 }
@@ -154,7 +156,7 @@ interface MqttTargetOptions {
   username: string | undefined;
   password: string | undefined;
   /** mqtts://: the CA to verify the broker with, and a client certificate (always verified). */
-  tls: MqttTlsOptions | undefined;
+  tls: TlsFiles | undefined;
 }
 
 /**

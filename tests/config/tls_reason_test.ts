@@ -1,6 +1,6 @@
-/** Which TLS errors end an MQTT run (fatalTlsReason) and which are retried as a lost link. */
+/** Which TLS errors end a run (fatalTlsReason) and which are retried as a lost link. */
 import assert from "node:assert/strict";
-import { fatalTlsReason } from "../../src/mqtt/source.ts";
+import { fatalTlsReason } from "../../src/config/tls.ts";
 import { parseEndpoint } from "../../src/config/endpoint.ts";
 
 function tlsError(code: string, message: string): Error {
