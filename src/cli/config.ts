@@ -1,9 +1,10 @@
 /** `edgeinfer config check FILE`: validates a config file and prints the effective settings, secrets masked. */
 import { parseEndpoint } from "../config/endpoint.ts";
-import { describeSettings, loadConfig, settingsToArgv } from "../config/file.ts";
+import { describeConfig, loadConfig, type RunSettings, settingsToArgv } from "../config/file.ts";
 import { UsageError } from "../errors.ts";
 import { parseFlags } from "./args.ts";
-import { RUN_FLAGS } from "./run.ts";
+import { checkedPipelines, RUN_FLAGS } from "./run.ts";
+import { pipelineSettings, processSettings } from "./run_settings.ts";
 
 export const CONFIG_HELP = `Usage: edgeinfer config check FILE
 
@@ -18,7 +19,11 @@ A config file is YAML (or JSON) whose keys are run's flags without the dashes, e
   key-field: car
   buffer: /var/lib/edgeinfer/buffer
 
-Flags given on the command line override the file's keys. See scripts/edge.example.yaml.`;
+Several pipelines in one process: 'pipelines:' maps names to settings, the top level's keys being their
+defaults; the effective settings of each pipeline are printed.
+
+Flags given on the command line override the file's keys. See scripts/edge.example.yaml and
+scripts/edge.pipelines.example.yaml.`;
 
 export function configCommand(argv: string[]): Promise<void> {
   const { positionals } = parseFlags("config", argv, {}, true);
@@ -26,8 +31,20 @@ export function configCommand(argv: string[]): Promise<void> {
   if (action !== "check" || file === undefined || extra.length > 0) {
     throw new UsageError("usage: edgeinfer config check FILE (see 'edgeinfer config --help')");
   }
-  const settings = loadConfig(file, RUN_FLAGS);
-  // The same flag checks as run (types, unknown flags), and the URLs' syntax.
+  const config = loadConfig(file, RUN_FLAGS);
+  if (config.pipelines === undefined) {
+    checkPipeline(file, config.settings);
+  } else {
+    processSettings(parseFlags("run", settingsToArgv(config.settings), RUN_FLAGS).values);
+    checkedPipelines(file, config.pipelines);
+  }
+  console.log(describeConfig(config));
+  console.error(`${file}: valid`);
+  return Promise.resolve();
+}
+
+/** The same flag checks as run (types, unknown flags, values), and the URLs' syntax. */
+function checkPipeline(file: string, settings: RunSettings): void {
   const { values } = parseFlags("run", settingsToArgv(settings), RUN_FLAGS);
   for (const flag of ["source", "sink", "dlq"] as const) {
     const url = values[flag];
@@ -35,7 +52,6 @@ export function configCommand(argv: string[]): Promise<void> {
   }
   if (values.model === undefined) throw new UsageError(`${file}: model: missing (the ONNX model's path)`);
   if (values.source === undefined) throw new UsageError(`${file}: source: missing (where events come from)`);
-  console.log(describeSettings(settings));
-  console.error(`${file}: valid`);
-  return Promise.resolve();
+  pipelineSettings(values);
+  processSettings(values);
 }

@@ -1,20 +1,10 @@
-import { DelimitedDecoder } from "../codecs/delimited.ts";
-import type { Decoder } from "../codecs/decoder.ts";
-import { JsonDecoder } from "../codecs/json.ts";
-import { PredictionEncoder, RECORD_FIELDS } from "../codecs/prediction.ts";
-import { RuntimeError, UsageError } from "../errors.ts";
-import { logLine } from "../log.ts";
-import { Model } from "../model/model.ts";
-import { Pipeline } from "../pipeline/pipeline.ts";
-import { Stats } from "../pipeline/stats.ts";
-import type { Sink } from "../pipeline/types.ts";
-import { createSink, createSource } from "../connectors.ts";
-import { exactlyOnce } from "../kafka/connect.ts";
-import { DEFAULT_RETRY, Health, type RetryPolicy } from "../pipeline/health.ts";
-import { durationFlag, intFlag, listFlag, numberFlag, parseFlags } from "./args.ts";
-import { onShutdownSignal } from "./signals.ts";
-import { expandConfig } from "../config/file.ts";
-import { DEFAULT_BUFFER_MAX_BYTES, DiskBuffer, WHEN_FULL, type WhenFull } from "../buffer/buffer.ts";
+import { UsageError } from "../errors.ts";
+import { loadConfig, type RunSettings, settingsToArgv, takeConfigFlag } from "../config/file.ts";
+import { checkPipelinesApart, PROCESS_KEYS } from "../config/pipelines.ts";
+import { parseFlags } from "./args.ts";
+import { runAll } from "./run_control.ts";
+import { runPipeline } from "./run_pipeline.ts";
+import { type PipelineSettings, pipelineSettings, processSettings } from "./run_settings.ts";
 
 export const RUN_HELP = `edgeinfer run: score a stream of events with an ONNX model, in batches
 
@@ -37,7 +27,8 @@ Model and input
 Configuration
   --config FILE           settings from a YAML file whose keys are these flags' names (e.g.
                           batch-size: 256); \${VAR} and \${VAR:-default} come from the environment;
-                          flags on the command line override it (see 'edgeinfer config --help')
+                          flags on the command line override it (see 'edgeinfer config --help');
+                          with pipelines: NAME: {…} it runs several pipelines in this process
 
 Where events come from and go
   --source URL            mqtt://[user@]host:port/<filter>[?qos=1&client-id=ID&share=GROUP&version=5]
@@ -141,249 +132,71 @@ export const RUN_FLAGS = {
 } as const;
 
 export async function runCommand(argv: string[]): Promise<void> {
-  const { values: f } = parseFlags("run", expandConfig(argv, RUN_FLAGS), RUN_FLAGS);
+  const { path, rest } = takeConfigFlag(argv);
+  const config = path === undefined ? undefined : loadConfig(path, RUN_FLAGS);
+  if (path !== undefined && config?.pipelines !== undefined) {
+    return await runSeveral(path, config.settings, config.pipelines, rest);
+  }
+  // The file's keys become flags placed first, so that the command line's override them.
+  const { values } = parseFlags("run", [...settingsToArgv(config?.settings ?? {}), ...rest], RUN_FLAGS);
+  const settings = pipelineSettings(values);
+  await runAll(processSettings(values), ["main"], (_, control) => runPipeline("main", settings, control));
+}
 
-  if (f.model === undefined) throw new UsageError("run needs --model PATH (see 'edgeinfer run --help')");
-  if (f.source === undefined) throw new UsageError("run needs --source URL (see 'edgeinfer run --help')");
-  if (f.format !== "json" && f.format !== "delimited") {
-    throw new UsageError(`--format must be json or delimited, got '${f.format}'`);
-  }
-  const batchSize = intFlag("batch-size", f["batch-size"], 256, 1);
-  const lingerMs = intFlag("linger-ms", f["linger-ms"], 5, 0);
-  const maxInFlight = intFlag("max-in-flight", f["max-in-flight"], 4, 1);
-  const maxEvents = f["max-events"] === undefined ? undefined : intFlag("max-events", f["max-events"], 0, 1);
-  const maxPayloadBytes = intFlag("max-payload-bytes", f["max-payload-bytes"], 1 << 20, 1);
-  const maxHeldBytes = intFlag("max-held-bytes", f["max-held-bytes"], 64 << 20, 1);
-  const deadLetterPayloadBytes = intFlag("dlq-payload-bytes", f["dlq-payload-bytes"], 64 << 10, 0);
-  if (f["trace-headers"] !== "on" && f["trace-headers"] !== "off") {
-    throw new UsageError(`--trace-headers must be on or off, got '${f["trace-headers"]}'`);
-  }
-  const retry: RetryPolicy = {
-    initialBackoffMs: DEFAULT_RETRY.initialBackoffMs,
-    maxBackoffMs: durationFlag("retry-max-backoff", f["retry-max-backoff"], DEFAULT_RETRY.maxBackoffMs),
-    giveUpAfterMs: durationFlag("give-up-after", f["give-up-after"]),
-  };
-  if (retry.maxBackoffMs < 1) throw new UsageError(`--retry-max-backoff must be at least 1ms`);
-  retry.initialBackoffMs = Math.min(retry.initialBackoffMs, retry.maxBackoffMs);
-  const shutdownTimeoutMs = durationFlag("shutdown-timeout", f["shutdown-timeout"], 10_000);
-  const threads = intFlag("threads", f.threads, 1, 1);
-  const bufferMaxBytes = intFlag("buffer-max-bytes", f["buffer-max-bytes"], DEFAULT_BUFFER_MAX_BYTES, 1);
-  const whenFull = f["buffer-when-full"] as WhenFull;
-  if (!WHEN_FULL.includes(whenFull)) {
-    throw new UsageError(`--buffer-when-full must be block or drop-oldest, got '${f["buffer-when-full"]}'`);
-  }
-  if (f.buffer === undefined && (f["buffer-max-bytes"] !== undefined || f["buffer-when-full"] !== "block")) {
-    throw new UsageError("--buffer-max-bytes and --buffer-when-full need --buffer DIR");
-  }
-  if (f.buffer !== undefined && f["exactly-once"]) {
+/**
+ * A config file with `pipelines:`: every pipeline runs in this process. The command line may only add
+ * process-wide flags: any other would be ambiguous (which pipeline?), so it is refused.
+ */
+async function runSeveral(
+  path: string,
+  top: RunSettings,
+  pipelines: Record<string, RunSettings>,
+  argv: string[],
+): Promise<void> {
+  const { values: given } = parseFlags("run", argv, withoutDefaults(RUN_FLAGS));
+  const perPipeline = Object.keys(given).find((flag) => !PROCESS_KEYS.includes(flag));
+  if (perPipeline !== undefined) {
     throw new UsageError(
-      "--buffer cannot be combined with --exactly-once: a Kafka transaction commits the input offsets with " +
-        "the records in Kafka, which a local buffer would break; drop one of them",
+      `--${perPipeline} cannot be given on the command line with ${path}'s pipelines: set it in the file ` +
+        `(at the top level for every pipeline, or under pipelines.<name>); only ` +
+        `${PROCESS_KEYS.map((k) => `--${k}`).join(", ")} may be`,
     );
   }
-  const statusEvery = numberFlag("status-every", f["status-every"]) ?? 5;
-  if (statusEvery <= 0) {
-    throw new UsageError(`--status-every must be > 0 seconds, got '${f["status-every"]}'`);
-  }
-  // FIELD or FIELD:NAME (a rename, e.g. ts:event_ts, since the record has a ts of its own).
-  const passthrough = (listFlag(f.passthrough) ?? []).map((item) => {
-    const [field, name = field] = item.split(":");
-    if (RECORD_FIELDS.includes(name)) {
-      throw new UsageError(
-        `--passthrough field '${name}' clashes with the output record's own '${name}'; ` +
-          `rename it, e.g. ${field}:${field}_in`,
-      );
-    }
-    return { field, name };
-  });
-  if (f.format === "delimited") {
-    for (const flag of ["features", "key-field", "passthrough"] as const) {
-      if (f[flag] !== undefined) throw new UsageError(`--${flag} applies to --format json only`);
-    }
-  }
+  const processWide = Object.fromEntries(Object.entries(top).filter(([key]) => PROCESS_KEYS.includes(key)));
+  const { values } = parseFlags("run", [...settingsToArgv(processWide), ...argv], RUN_FLAGS);
+  const processWideSettings = processSettings(values);
+  const settings = checkedPipelines(path, pipelines);
+  await runAll(
+    processWideSettings,
+    [...settings.keys()],
+    (name, control) => runPipeline(name, settings.get(name)!, control),
+  );
+}
 
-  const log = f.quiet ? () => {} : logLine;
-  // Outages are reported here (and shown in the status line); a fatal failure ends the run.
-  const health = new Health(retry, logLine);
-  // Validate every URL before connecting anywhere, so a typo fails fast.
-  // The memory bound: every batch that may await the sink, plus the one being filled (also the
-  // MQTT receive window), and the payload bytes of those events.
-  const limits = {
-    maxHeldEvents: batchSize * (maxInFlight + 1),
-    maxHeldBytes,
-    maxPayloadBytes,
-    keepOversizeBytes: deadLetterPayloadBytes,
-    health,
-  };
-  const eos = f["exactly-once"]
-    ? exactlyOnce({ source: f.source, sink: f.sink!, dlq: f.dlq }, limits)
-    : undefined;
-  const source = eos?.source ?? createSource(f.source, limits);
-  const model = await Model.load(f.model, {
-    features: listFlag(f.features),
-    threshold: numberFlag("threshold", f.threshold),
-    scoreOutput: f["score-output"],
-    threads,
-  });
-  let decoder: Decoder;
-  if (f.format === "json") {
-    if (model.features === undefined) {
-      throw new UsageError(
-        `model '${f.model}' names no input fields (no edgeinfer.features metadata): pass --features a,b,c ` +
-          `with its ${model.width} input field names in column order, or use --format delimited`,
-      );
-    }
-    decoder = new JsonDecoder({
-      features: model.features,
-      keyField: f["key-field"],
-      idField: f["id-field"]!,
-      passthrough: passthrough.map((p) => p.field),
-    });
-  } else {
-    decoder = new DelimitedDecoder(model.width);
-  }
-  const encoder = new PredictionEncoder({
-    modelName: model.name,
-    modelVersion: model.version,
-    threshold: model.threshold,
-    passthrough: passthrough.map((p) => p.name),
-    traceHeaders: f["trace-headers"] === "on",
-  });
-
-  const sinks: Sink[] = [];
-  const stats = new Stats();
-  const shutdown = new AbortController();
-  // Aborted when the shutdown deadline passes: in-flight batches are then given up (unacknowledged).
-  const abandon = new AbortController();
-  let deadline: ReturnType<typeof setTimeout> | undefined;
-  /** After the deadline, cleanup (commit, disconnect) gets a few seconds more, then the process exits. */
-  const armDeadline = (what: string) => {
-    if (deadline !== undefined) return;
-    deadline = setTimeout(() => {
-      const waiting = health.describe();
-      logLine(
-        `${what} did not finish within --shutdown-timeout ${shutdownTimeoutMs / 1000} s` +
-          `${waiting ? ` (${waiting})` : ""}: ${stats.events - stats.acked} events left unacknowledged ` +
-          `(the source redelivers them)`,
-      );
-      abandon.abort();
-      setTimeout(() => {
-        logLine("exiting: disconnecting did not finish either");
-        Deno.exit(health.fatalError ? 1 : 0);
-      }, 5000);
-    }, shutdownTimeoutMs);
-  };
-  const stopSignals = onShutdownSignal(() => {
-    log("stopping: flushing in-flight batches and committing (signal again to exit at once)");
-    armDeadline("shutdown");
-    shutdown.abort();
-  });
-  health.onFatal(() => armDeadline("stopping after a fatal failure"));
-  let status: ReturnType<typeof setInterval> | undefined;
-  try {
-    const sinkOptions = { health };
-    const sink = eos?.sink ?? await createSink("--sink", f.sink!, sinkOptions);
-    sinks.push(sink);
-    const deadLetter = eos
-      ? eos.deadLetter
-      : f.dlq === undefined
-      ? undefined
-      : await createSink("--dlq", f.dlq, sinkOptions);
-    if (deadLetter) sinks.push(deadLetter);
-    // Store and forward: the pipeline writes to the buffer; its forwarder writes to the sinks. Closed before
-    // them: it forwards what it holds until the buffer is empty or the shutdown deadline passes.
-    const buffer = f.buffer === undefined ? undefined : DiskBuffer.open({
-      dir: f.buffer,
-      maxBytes: bufferMaxBytes,
-      whenFull,
-      health,
-      targets: [sink, deadLetter],
-    });
-    if (buffer) {
-      sinks.unshift({
-        description: `buffer ${f.buffer}`,
-        send: () => Promise.resolve(),
-        close: () => buffer.close(abandon.signal),
-      });
-    }
-    // Exactly once: the transactions' producer is closed with the sinks (an open transaction is aborted).
-    if (eos) {
-      sinks.push({
-        description: "Kafka transactions",
-        send: () => Promise.resolve(),
-        close: () => eos.transactions.close(),
-      });
-    }
-
-    log(
-      `model ${model.name}${model.version ? ` v${model.version}` : ""} (${model.width} features` +
-        `${model.threshold === undefined ? ", no threshold" : `, threshold ${model.threshold}`}); ` +
-        `${source.description} → ${buffer ? `buffer ${f.buffer} → ` : ""}${sink.description}; ` +
-        `batch ${batchSize}, linger ${lingerMs} ms` +
-        (eos ? `; exactly once (a transaction every ${eos.transaction.intervalMs} ms)` : ""),
-    );
-    if (!f.quiet) {
-      let last = { acked: 0, at: performance.now() };
-      status = setInterval(() => {
-        const waiting = health.describe();
-        logLine(
-          `status: ${stats.describe(last)}${buffer ? `; ${buffer.describe()}` : ""}${
-            waiting ? `; ${waiting}` : ""
-          }`,
-        );
-        last = { acked: stats.acked, at: performance.now() };
-      }, statusEvery * 1000);
-    }
-
-    const pipeline = new Pipeline({
-      source,
-      sink: buffer?.sink(0) ?? sink,
-      deadLetter: deadLetter && (buffer?.sink(1) ?? deadLetter),
-      model,
-      decoder,
-      encoder,
-      batchSize,
-      lingerMs,
-      maxInFlight,
-      maxEvents,
-      maxPayloadBytes,
-      deadLetterPayloadBytes,
-      stats,
-      log,
-      health,
-      transaction: eos?.transaction,
-    });
-    let closeError: string | undefined;
+/**
+ * Each pipeline of a config file checked as `run` checks one, before any connects anywhere; a mistake names
+ * `pipelines.<name>`. So are conflicts between them (one --buffer DIR, one MQTT session, …).
+ */
+export function checkedPipelines(
+  path: string,
+  pipelines: Record<string, RunSettings>,
+): Map<string, PipelineSettings> {
+  const checked = new Map<string, PipelineSettings>();
+  for (const [name, own] of Object.entries(pipelines)) {
     try {
-      await pipeline.run(shutdown.signal, abandon.signal);
-    } finally {
-      // Sinks are flushed and closed first, then the source commits what was acknowledged (even after
-      // a failure, so it is not redelivered). A close error is reported, not swallowed.
-      for (const s of sinks.splice(0)) {
-        await s.close().catch((err) => {
-          closeError ??= `closing ${s.description} failed: ${(err as Error).message}`;
-          logLine(`error: ${closeError}`);
-        });
-      }
-      await source.close();
+      checked.set(name, pipelineSettings(parseFlags("run", settingsToArgv(own), RUN_FLAGS).values));
+    } catch (err) {
+      if (err instanceof UsageError) throw new UsageError(`${path}: pipelines.${name}: ${err.message}`);
+      throw err;
     }
-    if (closeError !== undefined) throw new RuntimeError(closeError);
-    log(
-      `done: ${stats.describe()} in ${stats.activeSeconds().toFixed(2)} s from the first event; ` +
-        `peak ${stats.peakInFlight} batches / ${stats.peakHeld} events in flight ` +
-        `(bound ${maxInFlight + 1} / ${batchSize * (maxInFlight + 1)})` +
-        (buffer
-          ? `; buffer: ${buffer.forwarded} forwarded` +
-            (buffer.dropped > 0 ? `, ${buffer.dropped} dropped (drop-oldest)` : "") +
-            (buffer.refused > 0 ? `, ${buffer.refused} refused by the sink` : "")
-          : ""),
-    );
-  } finally {
-    if (status !== undefined) clearInterval(status);
-    stopSignals();
-    // Only left when the pipeline never ran (e.g. a sink failed to open).
-    for (const sink of sinks) await sink.close().catch(() => {});
-    clearTimeout(deadline);
-    await model.close();
   }
+  checkPipelinesApart(path, pipelines);
+  return checked;
+}
+
+/** The flags without their defaults, so that parsing tells which ones were given. */
+function withoutDefaults<T extends Record<string, { type: "string" | "boolean" }>>(flags: T) {
+  return Object.fromEntries(Object.entries(flags).map(([name, { type }]) => [name, { type }])) as {
+    [K in keyof T]: { type: T[K]["type"] };
+  };
 }

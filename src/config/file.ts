@@ -9,6 +9,9 @@
  *     features: [speed, coolant_temp]      # a list, or "speed,coolant_temp"
  *     quiet: true
  *
+ * Several pipelines in one process: `pipelines:` maps names to settings of the same keys; the top level's
+ * keys are their defaults, and the process-wide keys (PROCESS_KEYS) may only be there (src/config/pipelines.ts).
+ *
  * A file becomes flags placed before the command line's, so a flag given on the command line overrides the
  * file's key and both go through the same checks. `${VAR}` and `${VAR:-default}` are replaced from the
  * environment in every string (`$${` writes a literal `${`). The schema (zod) is built from `run`'s flags:
@@ -19,6 +22,7 @@ import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { UsageError } from "../errors.ts";
 import { maskUrl } from "./endpoint.ts";
+import { inheritDefaults, PIPELINE_NAME, PROCESS_KEYS } from "./pipelines.ts";
 
 /** A command's flags as node:util parseArgs takes them. */
 export type FlagOptions = Record<string, { type: "string" | "boolean" }>;
@@ -29,21 +33,38 @@ const LIST_KEYS = new Set(["features", "passthrough"]);
 /** The settings a config file holds, after interpolation and validation. */
 export type RunSettings = Record<string, string | number | boolean | string[]>;
 
-function schemaFor(flags: FlagOptions) {
+/** A config file, validated. */
+export interface ConfigFile {
+  /** The top level's keys (with `pipelines:`, the process-wide keys and the pipelines' defaults). */
+  settings: RunSettings;
+  /** With `pipelines:`: each pipeline's settings, the top level's defaults included. */
+  pipelines?: Record<string, RunSettings>;
+}
+
+function settingsSchema(flags: FlagOptions, except: readonly string[] = []) {
   const shape: Record<string, z.ZodType> = {};
   for (const [name, { type }] of Object.entries(flags)) {
-    if (name === "config") continue;
+    if (name === "config" || except.includes(name)) continue;
     shape[name] = (type === "boolean"
       ? z.boolean()
       : LIST_KEYS.has(name)
       ? z.union([z.string(), z.array(z.union([z.string(), z.number()]))])
       : z.union([z.string(), z.number()])).optional();
   }
-  return z.strictObject(shape);
+  return shape;
+}
+
+/** The top level's keys, plus `pipelines:` whose entries take every key but the process-wide ones. */
+function schemaFor(flags: FlagOptions) {
+  const pipeline = z.strictObject(settingsSchema(flags, PROCESS_KEYS));
+  return z.strictObject({
+    ...settingsSchema(flags),
+    pipelines: z.record(z.string(), pipeline).optional(),
+  });
 }
 
 /** Reads, interpolates and validates `path`; throws a UsageError naming the file and the key. */
-export function loadConfig(path: string, flags: FlagOptions, env = Deno.env.toObject()): RunSettings {
+export function loadConfig(path: string, flags: FlagOptions, env = Deno.env.toObject()): ConfigFile {
   let text: string;
   try {
     text = Deno.readTextFileSync(path);
@@ -59,16 +80,43 @@ export function loadConfig(path: string, flags: FlagOptions, env = Deno.env.toOb
   if (doc === null || typeof doc !== "object" || Array.isArray(doc)) {
     throw new UsageError(`${path}: expected a mapping of settings (key: value), found ${describe(doc)}`);
   }
-  if ("pipelines" in doc) {
-    throw new UsageError(
-      `${path}: pipelines: several pipelines in one process are not supported yet; write one pipeline's ` +
-        `keys at the top level and run one process per pipeline`,
-    );
-  }
+  if ("pipelines" in doc) checkPipelineNames(path, (doc as { pipelines: unknown }).pipelines);
   const interpolated = interpolate(doc, env, path, []);
   const result = schemaFor(flags).safeParse(interpolated);
   if (!result.success) throw new UsageError(explain(path, result.error.issues, flags, interpolated));
-  return result.data as RunSettings;
+  const { pipelines, ...settings } = result.data as RunSettings & { pipelines?: Record<string, RunSettings> };
+  if (pipelines === undefined) return { settings };
+  return {
+    settings,
+    pipelines: Object.fromEntries(
+      Object.entries(pipelines).map((
+        [name, own],
+      ) => [name, inFlagOrder(flags, inheritDefaults(settings, own))]),
+    ),
+  };
+}
+
+/** The settings in the flags' order (model, source, sink, …), as `config check` prints them. */
+function inFlagOrder(flags: FlagOptions, settings: RunSettings): RunSettings {
+  return Object.fromEntries(Object.keys(flags).filter((k) => k in settings).map((k) => [k, settings[k]]));
+}
+
+/** `pipelines:` must be a non-empty mapping whose names can prefix log lines. */
+function checkPipelineNames(path: string, pipelines: unknown) {
+  if (pipelines === null || typeof pipelines !== "object" || Array.isArray(pipelines)) {
+    throw new UsageError(
+      `${path}: pipelines: found ${describe(pipelines)}, allowed: a mapping of pipeline names to their ` +
+        `settings (pipelines: {cars: {model: ..., source: ...}})`,
+    );
+  }
+  const names = Object.keys(pipelines);
+  if (names.length === 0) throw new UsageError(`${path}: pipelines: is empty; name at least one pipeline`);
+  const bad = names.find((name) => !PIPELINE_NAME.test(name));
+  if (bad !== undefined) {
+    throw new UsageError(
+      `${path}: pipelines: '${bad}' is not a valid pipeline name (letters, digits, '-' and '_')`,
+    );
+  }
 }
 
 /** The flags a config file stands for, to be placed before the command line's. */
@@ -82,13 +130,10 @@ export function settingsToArgv(settings: RunSettings): string[] {
   return argv;
 }
 
-/**
- * Replaces `--config FILE` (or `--config=FILE`) in `argv` by the file's flags, placed first so that the
- * command line's own flags override them. Without --config, argv is returned as it is.
- */
-export function expandConfig(argv: string[], flags: FlagOptions): string[] {
+/** Takes `--config FILE` (or `--config=FILE`) out of `argv`: the file's path, and the other arguments. */
+export function takeConfigFlag(argv: string[]): { path: string | undefined; rest: string[] } {
   const at = argv.findIndex((a) => a === "--config" || a.startsWith("--config="));
-  if (at < 0) return argv;
+  if (at < 0) return { path: undefined, rest: argv };
   const inline = argv[at].startsWith("--config=");
   const path = inline ? argv[at].slice("--config=".length) : argv[at + 1];
   if (path === undefined || path === "") throw new UsageError("--config needs a file: --config edge.yaml");
@@ -96,15 +141,44 @@ export function expandConfig(argv: string[], flags: FlagOptions): string[] {
   if (rest.some((a) => a === "--config" || a.startsWith("--config="))) {
     throw new UsageError("--config may be given once");
   }
-  return [...settingsToArgv(loadConfig(path, flags)), ...rest];
+  return { path, rest };
+}
+
+/**
+ * Replaces `--config FILE` in `argv` by the file's flags, placed first so that the command line's own flags
+ * override them. Without --config, argv is returned as it is. For a file of one pipeline (no `pipelines:`).
+ */
+export function expandConfig(argv: string[], flags: FlagOptions): string[] {
+  const { path, rest } = takeConfigFlag(argv);
+  if (path === undefined) return rest;
+  const config = loadConfig(path, flags);
+  if (config.pipelines !== undefined) {
+    throw new UsageError(`${path}: pipelines: this command takes a file of one pipeline`);
+  }
+  return [...settingsToArgv(config.settings), ...rest];
 }
 
 /** The settings as YAML-ish lines with every password masked, for `config check`. */
-export function describeSettings(settings: RunSettings): string {
+export function describeSettings(settings: RunSettings, indent = ""): string {
   return Object.entries(settings).map(([key, value]) => {
     const text = Array.isArray(value) ? `[${value.join(", ")}]` : String(value);
-    return `${key}: ${/password/i.test(key) ? "***" : maskUrl(text)}`;
+    return `${indent}${key}: ${/password/i.test(key) ? "***" : maskUrl(text)}`;
   }).join("\n");
+}
+
+/** A whole config file as `config check` prints it: each pipeline's effective settings after inheritance. */
+export function describeConfig(config: ConfigFile): string {
+  if (config.pipelines === undefined) return describeSettings(config.settings);
+  const processWide = Object.fromEntries(
+    Object.entries(config.settings).filter(([key]) => PROCESS_KEYS.includes(key)),
+  );
+  return [
+    ...(Object.keys(processWide).length > 0 ? [describeSettings(processWide)] : []),
+    "pipelines:",
+    ...Object.entries(config.pipelines).map(([name, settings]) =>
+      `  ${name}:\n${describeSettings(settings, "    ")}`
+    ),
+  ].join("\n");
 }
 
 const VARIABLE = /\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
@@ -133,20 +207,30 @@ function interpolate(value: unknown, env: Record<string, string>, path: string, 
 
 function explain(path: string, issues: z.core.$ZodIssue[], flags: FlagOptions, doc: unknown): string {
   const keys = Object.keys(flags).filter((k) => k !== "config");
+  const pipelineKeys = keys.filter((k) => !PROCESS_KEYS.includes(k));
   return issues.slice(0, 5).map((issue) => {
     const where = issue.path.map(String).join(".");
     if (issue.code === "unrecognized_keys") {
+      // At the top level (path []) or in a pipeline (path ["pipelines", name]).
+      const inPipeline = issue.path.length > 0;
       return issue.keys.map((key) => {
-        const near = nearest(key, keys);
-        return `${path}: '${key}' is not a setting` +
-          (near ? `; did you mean '${near}'?` : `; settings: ${keys.join(", ")}`);
+        if (inPipeline && PROCESS_KEYS.includes(key)) {
+          return `${path}: ${where}.${key}: applies to the whole process; move it to the top level`;
+        }
+        const valid = inPipeline ? pipelineKeys : [...keys, "pipelines"];
+        const near = nearest(key, valid);
+        return `${path}: ${inPipeline ? `${where}: ` : ""}'${key}' is not a setting` +
+          (near ? `; did you mean '${near}'?` : `; settings: ${valid.join(", ")}`);
       }).join("; ");
     }
     const found = describe(valueAt(doc, issue.path));
-    const type = flags[String(issue.path[0])]?.type;
-    const allowed = type === "boolean"
+    // The setting's name: `key`, or `pipelines.<name>.key`.
+    const key = String(issue.path[0] === "pipelines" ? issue.path[2] : issue.path[0]);
+    const allowed = issue.path[0] === "pipelines" && issue.path.length === 2
+      ? "a mapping of settings (key: value)"
+      : flags[key]?.type === "boolean"
       ? "true or false"
-      : LIST_KEYS.has(String(issue.path[0]))
+      : LIST_KEYS.has(key)
       ? "a list of names, or a comma-separated string"
       : "a string or a number";
     return `${path}: ${where}: found ${found}, allowed: ${allowed}`;

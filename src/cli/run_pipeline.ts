@@ -1,0 +1,177 @@
+/** Builds one pipeline from its settings (model, codecs, source, sinks, buffer, health, stats) and runs it. */
+import { DelimitedDecoder } from "../codecs/delimited.ts";
+import type { Decoder } from "../codecs/decoder.ts";
+import { JsonDecoder } from "../codecs/json.ts";
+import { PredictionEncoder } from "../codecs/prediction.ts";
+import { RuntimeError, UsageError } from "../errors.ts";
+import { logLine } from "../log.ts";
+import { Model } from "../model/model.ts";
+import { Pipeline } from "../pipeline/pipeline.ts";
+import { Stats } from "../pipeline/stats.ts";
+import type { Sink } from "../pipeline/types.ts";
+import { createSink, createSource } from "../connectors.ts";
+import { exactlyOnce } from "../kafka/connect.ts";
+import { Health } from "../pipeline/health.ts";
+import { DiskBuffer } from "../buffer/buffer.ts";
+import type { RunControl } from "./run_control.ts";
+import type { PipelineSettings } from "./run_settings.ts";
+
+export async function runPipeline(name: string, s: PipelineSettings, control: RunControl): Promise<void> {
+  const label = control.label(name);
+  const { quiet, statusEverySeconds } = control.settings;
+  const logAlways = (message: string) => logLine(label + message);
+  const log = quiet ? () => {} : logAlways;
+  // Outages are reported here (and shown in the status line); a fatal failure ends the run.
+  const health = new Health(s.retry, logAlways);
+  // Validate every URL before connecting anywhere, so a typo fails fast.
+  // The memory bound: every batch that may await the sink, plus the one being filled (also the
+  // MQTT receive window), and the payload bytes of those events.
+  const limits = {
+    maxHeldEvents: s.batchSize * (s.maxInFlight + 1),
+    maxHeldBytes: s.maxHeldBytes,
+    maxPayloadBytes: s.maxPayloadBytes,
+    keepOversizeBytes: s.deadLetterPayloadBytes,
+    health,
+  };
+  const eos = s.exactlyOnce ? exactlyOnce({ source: s.source, sink: s.sink, dlq: s.dlq }, limits) : undefined;
+  const source = eos?.source ?? createSource(s.source, limits);
+  const model = await Model.load(s.model, {
+    features: s.features,
+    threshold: s.threshold,
+    scoreOutput: s.scoreOutput,
+    threads: s.threads,
+  });
+  let decoder: Decoder;
+  if (s.format === "json") {
+    if (model.features === undefined) {
+      throw new UsageError(
+        `model '${s.model}' names no input fields (no edgeinfer.features metadata): pass --features a,b,c ` +
+          `with its ${model.width} input field names in column order, or use --format delimited`,
+      );
+    }
+    decoder = new JsonDecoder({
+      features: model.features,
+      keyField: s.keyField,
+      idField: s.idField,
+      passthrough: s.passthrough.map((p) => p.field),
+    });
+  } else {
+    decoder = new DelimitedDecoder(model.width);
+  }
+  const encoder = new PredictionEncoder({
+    modelName: model.name,
+    modelVersion: model.version,
+    threshold: model.threshold,
+    passthrough: s.passthrough.map((p) => p.name),
+    traceHeaders: s.traceHeaders,
+  });
+
+  const sinks: Sink[] = [];
+  const stats = new Stats();
+  const untrack = control.track({ label, health, stats });
+  health.onFatal(() => control.fatal());
+  let status: ReturnType<typeof setInterval> | undefined;
+  try {
+    const sinkOptions = { health };
+    const sink = eos?.sink ?? await createSink("--sink", s.sink, sinkOptions);
+    sinks.push(sink);
+    const deadLetter = eos
+      ? eos.deadLetter
+      : s.dlq === undefined
+      ? undefined
+      : await createSink("--dlq", s.dlq, sinkOptions);
+    if (deadLetter) sinks.push(deadLetter);
+    // Store and forward: the pipeline writes to the buffer; its forwarder writes to the sinks. Closed before
+    // them: it forwards what it holds until the buffer is empty or the shutdown deadline passes.
+    const buffer = s.buffer === undefined ? undefined : DiskBuffer.open({
+      ...s.buffer,
+      health,
+      targets: [sink, deadLetter],
+    });
+    if (buffer) {
+      sinks.unshift({
+        description: `buffer ${s.buffer!.dir}`,
+        send: () => Promise.resolve(),
+        close: () => buffer.close(control.abandon.signal),
+      });
+    }
+    // Exactly once: the transactions' producer is closed with the sinks (an open transaction is aborted).
+    if (eos) {
+      sinks.push({
+        description: "Kafka transactions",
+        send: () => Promise.resolve(),
+        close: () => eos.transactions.close(),
+      });
+    }
+
+    log(
+      `model ${model.name}${model.version ? ` v${model.version}` : ""} (${model.width} features` +
+        `${model.threshold === undefined ? ", no threshold" : `, threshold ${model.threshold}`}); ` +
+        `${source.description} → ${buffer ? `buffer ${s.buffer!.dir} → ` : ""}${sink.description}; ` +
+        `batch ${s.batchSize}, linger ${s.lingerMs} ms` +
+        (eos ? `; exactly once (a transaction every ${eos.transaction.intervalMs} ms)` : ""),
+    );
+    if (!quiet) {
+      let last = { acked: 0, at: performance.now() };
+      status = setInterval(() => {
+        const waiting = health.describe();
+        logLine(
+          `${label}status: ${stats.describe(last)}${buffer ? `; ${buffer.describe()}` : ""}${
+            waiting ? `; ${waiting}` : ""
+          }`,
+        );
+        last = { acked: stats.acked, at: performance.now() };
+      }, statusEverySeconds * 1000);
+    }
+
+    const pipeline = new Pipeline({
+      source,
+      sink: buffer?.sink(0) ?? sink,
+      deadLetter: deadLetter && (buffer?.sink(1) ?? deadLetter),
+      model,
+      decoder,
+      encoder,
+      batchSize: s.batchSize,
+      lingerMs: s.lingerMs,
+      maxInFlight: s.maxInFlight,
+      maxEvents: s.maxEvents,
+      maxPayloadBytes: s.maxPayloadBytes,
+      deadLetterPayloadBytes: s.deadLetterPayloadBytes,
+      stats,
+      log,
+      health,
+      transaction: eos?.transaction,
+    });
+    let closeError: string | undefined;
+    try {
+      await pipeline.run(control.shutdown.signal, control.abandon.signal);
+    } finally {
+      // Sinks are flushed and closed first, then the source commits what was acknowledged (even after
+      // a failure, so it is not redelivered). A close error is reported, not swallowed.
+      for (const sink of sinks.splice(0)) {
+        await sink.close().catch((err) => {
+          closeError ??= `closing ${sink.description} failed: ${(err as Error).message}`;
+          logAlways(`error: ${closeError}`);
+        });
+      }
+      await source.close();
+    }
+    if (closeError !== undefined) throw new RuntimeError(closeError);
+    log(
+      `done: ${stats.describe()} in ${stats.activeSeconds().toFixed(2)} s from the first event; ` +
+        `peak ${stats.peakInFlight} batches / ${stats.peakHeld} events in flight ` +
+        `(bound ${s.maxInFlight + 1} / ${s.batchSize * (s.maxInFlight + 1)})` +
+        (buffer
+          ? `; buffer: ${buffer.forwarded} forwarded` +
+            (buffer.dropped > 0 ? `, ${buffer.dropped} dropped (drop-oldest)` : "") +
+            (buffer.refused > 0 ? `, ${buffer.refused} refused by the sink` : "")
+          : ""),
+    );
+  } finally {
+    if (status !== undefined) clearInterval(status);
+    untrack();
+    // Only left when the pipeline never ran (e.g. a sink failed to open).
+    for (const sink of sinks) await sink.close().catch(() => {});
+    await model.close();
+  }
+}

@@ -1,0 +1,144 @@
+/** `run`'s flag values checked and turned into settings: those of one pipeline, and those of the process. */
+import { RECORD_FIELDS } from "../codecs/prediction.ts";
+import { UsageError } from "../errors.ts";
+import { DEFAULT_BUFFER_MAX_BYTES, WHEN_FULL, type WhenFull } from "../buffer/buffer.ts";
+import { DEFAULT_RETRY, type RetryPolicy } from "../pipeline/health.ts";
+import { durationFlag, intFlag, listFlag, numberFlag } from "./args.ts";
+import type { RUN_FLAGS } from "./run.ts";
+
+type RunFlags = typeof RUN_FLAGS;
+
+/** `run`'s flag values as parseArgs gives them. */
+export type RunValues = {
+  [K in keyof RunFlags]?: RunFlags[K]["type"] extends "boolean" ? boolean : string;
+};
+
+/** Settings of the whole process: with several pipelines, one status interval and one shutdown deadline. */
+export interface ProcessSettings {
+  quiet: boolean;
+  statusEverySeconds: number;
+  shutdownTimeoutMs: number;
+}
+
+/** One pipeline's settings, checked. */
+export interface PipelineSettings {
+  model: string;
+  source: string;
+  sink: string;
+  dlq: string | undefined;
+  format: "json" | "delimited";
+  features: string[] | undefined;
+  keyField: string | undefined;
+  idField: string;
+  /** FIELD or FIELD:NAME (a rename, e.g. ts:event_ts, since the record has a ts of its own). */
+  passthrough: { field: string; name: string }[];
+  threshold: number | undefined;
+  scoreOutput: string | undefined;
+  batchSize: number;
+  lingerMs: number;
+  maxInFlight: number;
+  maxEvents: number | undefined;
+  maxPayloadBytes: number;
+  maxHeldBytes: number;
+  deadLetterPayloadBytes: number;
+  traceHeaders: boolean;
+  retry: RetryPolicy;
+  threads: number;
+  exactlyOnce: boolean;
+  buffer: { dir: string; maxBytes: number; whenFull: WhenFull } | undefined;
+}
+
+export function processSettings(f: RunValues): ProcessSettings {
+  const statusEverySeconds = numberFlag("status-every", f["status-every"]) ?? 5;
+  if (statusEverySeconds <= 0) {
+    throw new UsageError(`--status-every must be > 0 seconds, got '${f["status-every"]}'`);
+  }
+  return {
+    quiet: f.quiet ?? false,
+    statusEverySeconds,
+    shutdownTimeoutMs: durationFlag("shutdown-timeout", f["shutdown-timeout"], 10_000),
+  };
+}
+
+export function pipelineSettings(f: RunValues): PipelineSettings {
+  if (f.model === undefined) throw new UsageError("run needs --model PATH (see 'edgeinfer run --help')");
+  if (f.source === undefined) throw new UsageError("run needs --source URL (see 'edgeinfer run --help')");
+  const format = f.format ?? "json";
+  if (format !== "json" && format !== "delimited") {
+    throw new UsageError(`--format must be json or delimited, got '${format}'`);
+  }
+  const batchSize = intFlag("batch-size", f["batch-size"], 256, 1);
+  const lingerMs = intFlag("linger-ms", f["linger-ms"], 5, 0);
+  const maxInFlight = intFlag("max-in-flight", f["max-in-flight"], 4, 1);
+  const maxEvents = f["max-events"] === undefined ? undefined : intFlag("max-events", f["max-events"], 0, 1);
+  const maxPayloadBytes = intFlag("max-payload-bytes", f["max-payload-bytes"], 1 << 20, 1);
+  const maxHeldBytes = intFlag("max-held-bytes", f["max-held-bytes"], 64 << 20, 1);
+  const deadLetterPayloadBytes = intFlag("dlq-payload-bytes", f["dlq-payload-bytes"], 64 << 10, 0);
+  const traceHeaders = f["trace-headers"] ?? "on";
+  if (traceHeaders !== "on" && traceHeaders !== "off") {
+    throw new UsageError(`--trace-headers must be on or off, got '${traceHeaders}'`);
+  }
+  const retry: RetryPolicy = {
+    initialBackoffMs: DEFAULT_RETRY.initialBackoffMs,
+    maxBackoffMs: durationFlag("retry-max-backoff", f["retry-max-backoff"], DEFAULT_RETRY.maxBackoffMs),
+    giveUpAfterMs: durationFlag("give-up-after", f["give-up-after"]),
+  };
+  if (retry.maxBackoffMs < 1) throw new UsageError(`--retry-max-backoff must be at least 1ms`);
+  retry.initialBackoffMs = Math.min(retry.initialBackoffMs, retry.maxBackoffMs);
+  const threads = intFlag("threads", f.threads, 1, 1);
+  const bufferMaxBytes = intFlag("buffer-max-bytes", f["buffer-max-bytes"], DEFAULT_BUFFER_MAX_BYTES, 1);
+  const whenFull = (f["buffer-when-full"] ?? "block") as WhenFull;
+  if (!WHEN_FULL.includes(whenFull)) {
+    throw new UsageError(`--buffer-when-full must be block or drop-oldest, got '${whenFull}'`);
+  }
+  if (f.buffer === undefined && (f["buffer-max-bytes"] !== undefined || whenFull !== "block")) {
+    throw new UsageError("--buffer-max-bytes and --buffer-when-full need --buffer DIR");
+  }
+  const exactlyOnce = f["exactly-once"] ?? false;
+  if (f.buffer !== undefined && exactlyOnce) {
+    throw new UsageError(
+      "--buffer cannot be combined with --exactly-once: a Kafka transaction commits the input offsets with " +
+        "the records in Kafka, which a local buffer would break; drop one of them",
+    );
+  }
+  const passthrough = (listFlag(f.passthrough) ?? []).map((item) => {
+    const [field, name = field] = item.split(":");
+    if (RECORD_FIELDS.includes(name)) {
+      throw new UsageError(
+        `--passthrough field '${name}' clashes with the output record's own '${name}'; ` +
+          `rename it, e.g. ${field}:${field}_in`,
+      );
+    }
+    return { field, name };
+  });
+  if (format === "delimited") {
+    for (const flag of ["features", "key-field", "passthrough"] as const) {
+      if (f[flag] !== undefined) throw new UsageError(`--${flag} applies to --format json only`);
+    }
+  }
+  return {
+    model: f.model,
+    source: f.source,
+    sink: f.sink ?? "-",
+    dlq: f.dlq,
+    format,
+    features: listFlag(f.features),
+    keyField: f["key-field"],
+    idField: f["id-field"] ?? "id",
+    passthrough,
+    threshold: numberFlag("threshold", f.threshold),
+    scoreOutput: f["score-output"],
+    batchSize,
+    lingerMs,
+    maxInFlight,
+    maxEvents,
+    maxPayloadBytes,
+    maxHeldBytes,
+    deadLetterPayloadBytes,
+    traceHeaders: traceHeaders === "on",
+    retry,
+    threads,
+    exactlyOnce,
+    buffer: f.buffer === undefined ? undefined : { dir: f.buffer, maxBytes: bufferMaxBytes, whenFull },
+  };
+}
