@@ -5,9 +5,16 @@
 #                             TLS + client certificate + password on :${EDGEINFER_MQTT_MTLS_PORT:-8884}
 #   The secured listeners use a test CA made once per state dir with openssl (Debian package): see tls_files.
 #   The files are in $STATE/tls/ (ca.pem, server.pem, client.pem, client-key.pem, other-ca.pem: an unrelated
-#   CA for the wrong-CA test); the MQTT user and its random password in $STATE/credentials.env (mode 600).
+#   CA for the wrong-CA test); the MQTT and Kafka users and their random passwords in $STATE/credentials.env
+#   (mode 600: MQTT_USER, MQTT_PASSWORD, KAFKA_USER, KAFKA_PASSWORD, KAFKA_DENIED_USER, KAFKA_DENIED_PASSWORD).
 #   Apache Kafka (KRaft, 1 node, broker+controller)
-#                             on 127.0.0.1:${EDGEINFER_KAFKA_PORT:-9092} (controller :${EDGEINFER_KAFKA_CONTROLLER_PORT:-9093})
+#                             on 127.0.0.1:${EDGEINFER_KAFKA_PORT:-9092} (plaintext, no login; controller :${EDGEINFER_KAFKA_CONTROLLER_PORT:-9093}),
+#                             SASL_SSL on :KAFKA_PORT+2 (9094; SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN, the same test CA),
+#                             SSL + client certificate on :KAFKA_PORT+3 (9095; principal User:<CN>, e.g. User:edgeinfer-client).
+#                             ACLs are enforced (StandardAuthorizer); the plaintext listeners' User:ANONYMOUS is a super
+#                             user, so they behave as without. Users KAFKA_USER (edgeinfer: all on topics, groups,
+#                             transactional ids) and KAFKA_DENIED_USER (edgeinfer-denied: read only, producing is refused
+#                             with TOPIC_AUTHORIZATION_FAILED), passwords in credentials.env: see kafka_secure_setup.
 #   Toxiproxy (a TCP fault proxy for the link-fault tests; API on 127.0.0.1:${EDGEINFER_TOXIPROXY_PORT:-8474}) with
 #   two proxies: "mqtt"  127.0.0.1:MQTT_PORT+20000 (21883) -> Mosquitto
 #                "kafka" 127.0.0.1:KAFKA_PORT+20000 (29092) -> Kafka's second listener PROXIED on KAFKA_PORT+6
@@ -17,7 +24,8 @@
 #   cannot be built, `up` says so and goes on: the tests that need it skip, naming the reason.
 #
 # Needs nothing installed by hand: Mosquitto comes from Debian (apt-get), the Kafka jars from Maven Central
-# (scripts/kafka/pom.xml), cached in ${EDGEINFER_CACHE:-~/.cache/edgeinfer}/kafka-<version>/libs.
+# (scripts/kafka/pom.xml), cached in ${EDGEINFER_CACHE:-~/.cache/edgeinfer}/kafka-<version>/libs (with the
+# Kafka users/ACLs setup program, compiled there once: javac from Debian's default-jdk-headless if missing).
 # Everything else (configs, pid files, logs, data) lives in ${EDGEINFER_STATE:-/tmp/edgeinfer-services}.
 #
 #   up      start what is not running, wait until both brokers answer clients, print their addresses.
@@ -34,7 +42,8 @@
 # EDGEINFER_MQTT_MTLS_PORT, EDGEINFER_KAFKA_PORT,
 # EDGEINFER_KAFKA_CONTROLLER_PORT, EDGEINFER_KAFKA_VERSION (default: kafka.version in scripts/kafka/pom.xml),
 # EDGEINFER_KAFKA_HEAP (default "-Xms256m -Xmx768m"), EDGEINFER_SERVICES_TIMEOUT (seconds per broker, default 120),
-# EDGEINFER_KAFKA_AUTO_CREATE (auto.create.topics.enable, default true), EDGEINFER_TOXIPROXY_PORT,
+# EDGEINFER_KAFKA_AUTO_CREATE (auto.create.topics.enable, default true), EDGEINFER_KAFKA_SECURE=0 (no secured
+# listeners, no ACLs: faster; the outage tests' private Kafkas), EDGEINFER_TOXIPROXY_PORT,
 # EDGEINFER_TOXIPROXY=0 (do not start the proxy).
 #
 # Only loopback addresses are ever used.
@@ -55,6 +64,9 @@ KAFKA_VERSION=${EDGEINFER_KAFKA_VERSION:-$(sed -n 's:.*<kafka.version>\(.*\)</ka
 KAFKA_HEAP=${EDGEINFER_KAFKA_HEAP:--Xms256m -Xmx768m}
 KAFKA_AUTO_CREATE=${EDGEINFER_KAFKA_AUTO_CREATE:-true}
 KAFKA_LIBS="$CACHE/kafka-$KAFKA_VERSION/libs"
+KAFKA_SECURE=${EDGEINFER_KAFKA_SECURE:-1}
+KAFKA_SASL_PORT=$((KAFKA_PORT + 2)) # SASL_SSL (SCRAM-SHA-512/256, PLAIN)
+KAFKA_SSL_PORT=$((KAFKA_PORT + 3))  # SSL with a required client certificate
 # The fault proxy and the ports behind it (see the header).
 TOXIPROXY_VERSION=2.5.0
 TOXIPROXY_BIN="$CACHE/toxiproxy-$TOXIPROXY_VERSION/server"
@@ -79,6 +91,9 @@ TP_CONF="$TP_DIR/proxies.json"
 TLS_DIR="$STATE/tls"
 CREDENTIALS="$STATE/credentials.env"
 MQTT_USER=edgeinfer
+KAFKA_USER=edgeinfer               # the names written to a new credentials.env (then read from it)
+KAFKA_DENIED_USER=edgeinfer-denied
+KAFKA_CLIENT_PRINCIPAL=edgeinfer-client # CN of tls/client.pem: its principal on the SSL listener
 
 say() { printf 'services: %s\n' "$*" >&2; }
 die() {
@@ -201,14 +216,30 @@ tls_files() {
   say "test CA and certificates made in $TLS_DIR after $(elapsed "$t0")"
 }
 
+random_password() { head -c 18 /dev/urandom | base64 | tr '+/' '-_'; }
+
+# A value of credentials.env (empty if absent).
+credential() { sed -n "s/^$1=//p" "$CREDENTIALS" 2>/dev/null | head -n 1; }
+
+# credentials.env: each user and password is drawn once; a file from an older version of this script gets
+# the missing ones appended (existing passwords never change).
 credentials() {
-  if [[ ! -s $CREDENTIALS ]]; then
-    local password
-    password=$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')
+  local add="" name value
+  [[ -s $CREDENTIALS ]] || add=$'# Written once by scripts/services.sh: the users of the secured MQTT and Kafka listeners.\n'
+  for name in MQTT_USER MQTT_PASSWORD KAFKA_USER KAFKA_PASSWORD KAFKA_DENIED_USER KAFKA_DENIED_PASSWORD; do
+    grep -q "^$name=" "$CREDENTIALS" 2>/dev/null && continue
+    case $name in
+    MQTT_USER) value=$MQTT_USER ;;
+    KAFKA_USER) value=$KAFKA_USER ;;
+    KAFKA_DENIED_USER) value=$KAFKA_DENIED_USER ;;
+    *) value=$(random_password) ;;
+    esac
+    add+="$name=$value"$'\n'
+  done
+  if [[ -n $add ]]; then
     (
       umask 077
-      printf '# Written once by scripts/services.sh: the MQTT user of the secured listeners.\nMQTT_USER=%s\nMQTT_PASSWORD=%s\n' \
-        "$MQTT_USER" "$password" >"$CREDENTIALS.tmp"
+      { cat "$CREDENTIALS" 2>/dev/null || true; printf '%s' "$add"; } >"$CREDENTIALS.tmp"
     )
     mv -f "$CREDENTIALS.tmp" "$CREDENTIALS"
   fi
@@ -218,7 +249,7 @@ credentials() {
 # Mosquitto's password file, from credentials.env (rewritten on every start: mosquitto_passwd salts anew).
 write_mosquitto_passwords() {
   local password
-  password=$(sed -n 's/^MQTT_PASSWORD=//p' "$CREDENTIALS")
+  password=$(credential MQTT_PASSWORD)
   (umask 077 && : >"$MQ_DIR/passwords")
   mosquitto_passwd -b "$MQ_DIR/passwords" "$MQTT_USER" "$password" ||
     die "mosquitto_passwd could not write $MQ_DIR/passwords"
@@ -336,7 +367,7 @@ wait_mosquitto() {
   ((ready)) || show_log_and_die "mosquitto did not answer on $HOST:$MQTT_PORT within ${TIMEOUT}s" "$MQ_LOG"
   # The secured listeners: a publish with the CA and the password (and the client certificate on mTLS).
   local password
-  password=$(sed -n 's/^MQTT_PASSWORD=//p' "$CREDENTIALS")
+  password=$(credential MQTT_PASSWORD)
   local tls=(--cafile "$TLS_DIR/ca.pem" -u "$MQTT_USER" -P "$password" -q 1 -t "$topic" -n)
   while ((SECONDS < deadline)); do
     mq_pid >/dev/null || show_log_and_die "mosquitto exited during startup" "$MQ_LOG"
@@ -405,12 +436,22 @@ kafka_tool() { # class args... (killed after 60 s: a tool must never hang `up`)
 
 write_kafka_conf() {
   mkdir -p "$KF_DIR/data"
-  kafka_conf >"$KF_CONF"
+  if [[ $KAFKA_SECURE != 0 ]]; then
+    tls_files
+    credentials
+    # The broker's PEM key store: its private key (PKCS#8, unencrypted) and certificate chain in one file.
+    (umask 077 && cat "$TLS_DIR/server-key.pem" "$TLS_DIR/server.pem" "$TLS_DIR/ca.pem" >"$KF_DIR/server-keystore.pem")
+  fi
+  # Mode 600: with the secured listeners it holds the PLAIN users' passwords.
+  (umask 077 && kafka_conf >"$KF_CONF.tmp")
+  mv -f "$KF_CONF.tmp" "$KF_CONF"
   write_kafka_log_conf
 }
 
 # server.properties, on stdout (`up` compares it with the running broker's to restart a stale one).
 kafka_conf() {
+  local secure_listeners=""
+  [[ $KAFKA_SECURE == 0 ]] || secure_listeners=",SASL_SSL://$HOST:$KAFKA_SASL_PORT,SSL://$HOST:$KAFKA_SSL_PORT"
   cat <<EOF
 # Written by scripts/services.sh — regenerated on every \`up\`; edit the script, not this file.
 # A single-node KRaft cluster (no ZooKeeper): this process is both broker and controller.
@@ -421,9 +462,9 @@ controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 # PROXIED: the same broker, reached through Toxiproxy's "kafka" proxy, whose address it advertises (metadata
 # answers name the listener a request came in on), so a client that bootstraps at the proxy stays behind it.
-listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$CONTROLLER_PORT,PROXIED://$HOST:$KAFKA_PROXIED_PORT
-advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$CONTROLLER_PORT,PROXIED://$HOST:$KAFKA_PROXY_PORT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,PROXIED:PLAINTEXT
+listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$CONTROLLER_PORT,PROXIED://$HOST:$KAFKA_PROXIED_PORT$secure_listeners
+advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$CONTROLLER_PORT,PROXIED://$HOST:$KAFKA_PROXY_PORT$secure_listeners
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,PROXIED:PLAINTEXT${secure_listeners:+,SASL_SSL:SASL_SSL,SSL:SSL}
 log.dirs=$KF_DIR/data
 
 # One node: every internal topic has one replica.
@@ -453,6 +494,37 @@ group.min.session.timeout.ms=1000
 num.network.threads=2
 num.io.threads=4
 num.recovery.threads.per.data.dir=1
+EOF
+  [[ $KAFKA_SECURE != 0 ]] || return 0
+  local user password denied denied_password
+  user=$(credential KAFKA_USER)
+  password=$(credential KAFKA_PASSWORD)
+  denied=$(credential KAFKA_DENIED_USER)
+  denied_password=$(credential KAFKA_DENIED_PASSWORD)
+  cat <<EOF
+
+# --- Secured listeners (EDGEINFER_KAFKA_SECURE=0 leaves this part out) ---
+# TLS for both: the test CA's server certificate (SAN IP:127.0.0.1, DNS:localhost), PEM files, no JKS.
+ssl.keystore.type=PEM
+ssl.keystore.location=$KF_DIR/server-keystore.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$TLS_DIR/ca.pem
+# SASL_SSL: SCRAM credentials live in the cluster metadata (added by kafka_secure_setup after start-up);
+# PLAIN users are listed here (user_<name>="<password>", from credentials.env).
+listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256,PLAIN
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$user="$password" user_$denied="$denied_password";
+# SSL: a client certificate signed by the test CA is required; its principal is User:<CN of the subject>
+# (tls/client.pem: User:$KAFKA_CLIENT_PRINCIPAL).
+listener.name.ssl.ssl.client.auth=required
+ssl.principal.mapping.rules=RULE:^CN=([^,]+).*\$/\$1/,DEFAULT
+
+# Authorization: ACLs (kafka_secure_setup) on every listener. The plaintext ones (PLAINTEXT, PROXIED and the
+# CONTROLLER, used by the broker itself) authenticate nobody: their principal User:ANONYMOUS may do everything.
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:ANONYMOUS
+allow.everyone.if.no.acl.found=false
 EOF
 }
 
@@ -498,8 +570,9 @@ start_kafka() {
   fi
   ensure_java
   ensure_kafka_libs
-  local p
-  for p in "$KAFKA_PORT" "$CONTROLLER_PORT" "$KAFKA_PROXIED_PORT"; do
+  local p ports=("$KAFKA_PORT" "$CONTROLLER_PORT" "$KAFKA_PROXIED_PORT")
+  [[ $KAFKA_SECURE == 0 ]] || ports+=("$KAFKA_SASL_PORT" "$KAFKA_SSL_PORT")
+  for p in "${ports[@]}"; do
     if port_open "$p"; then
       die "port $HOST:$p is already taken by a process services.sh did not start (see: ss -ltnp 'sport = :$p'); stop it or set EDGEINFER_KAFKA_PORT / EDGEINFER_KAFKA_CONTROLLER_PORT"
     fi
@@ -537,6 +610,7 @@ wait_kafka() {
     if port_open "$KAFKA_PORT" && grep -q 'Kafka Server started' "$KF_LOG" 2>/dev/null; then
       if out=$(kafka_tool org.apache.kafka.tools.BrokerApiVersionsCommand --bootstrap-server "$HOST:$KAFKA_PORT" 2>&1) &&
         grep -q "^$HOST:$KAFKA_PORT (id: 1" <<<"$out"; then
+        [[ $KAFKA_SECURE == 0 ]] || wait_kafka_secure "$deadline"
         say "kafka ready after $(elapsed "$t0")"
         return 0
       fi
@@ -544,6 +618,149 @@ wait_kafka() {
     sleep 0.3
   done
   show_log_and_die "kafka did not answer on $HOST:$KAFKA_PORT within ${TIMEOUT}s" "$KF_LOG" "$KF_OUT"
+}
+
+# The secured listeners: users and ACLs in place, then a TLS handshake on each, verified against the test CA
+# (with the client certificate on the SSL listener).
+wait_kafka_secure() { # deadline
+  local deadline=$1 t0
+  t0=$(now_ms)
+  kafka_secure_setup
+  local check=(-verify_return_error -CAfile "$TLS_DIR/ca.pem" -servername localhost -verify_ip "$HOST")
+  while ((SECONDS < deadline)); do
+    if openssl s_client "${check[@]}" -connect "$HOST:$KAFKA_SASL_PORT" </dev/null >/dev/null 2>&1 &&
+      openssl s_client "${check[@]}" -cert "$TLS_DIR/client.pem" -key "$TLS_DIR/client-key.pem" \
+        -connect "$HOST:$KAFKA_SSL_PORT" </dev/null >/dev/null 2>&1; then
+      say "kafka secured listeners ready after $(elapsed "$t0") (SASL_SSL $HOST:$KAFKA_SASL_PORT, SSL + client certificate $HOST:$KAFKA_SSL_PORT)"
+      return 0
+    fi
+    sleep 0.2
+  done
+  show_log_and_die "kafka's secured listeners ($HOST:$KAFKA_SASL_PORT, $HOST:$KAFKA_SSL_PORT) did not complete a TLS handshake with the test CA" "$KF_LOG" "$KF_OUT"
+}
+
+# SCRAM credentials and ACLs, stored in the cluster metadata (they survive restarts; `down` deletes them with
+# the data), added over the plaintext listener (a super user) by one small Admin client program (below;
+# compiled once per machine, ~1 s instead of ~6 s for the nine kafka-configs/kafka-acls calls it replaces).
+# It reads the passwords from credentials.env: none is ever on a command line. Skipped when
+# $KF_DIR/secure-setup.done holds the key of this cluster (id from meta.properties), these users and passwords
+# and this code. Upserts: running it again changes nothing.
+#   KAFKA_USER and User:edgeinfer-client (SSL):  All on topics "*", groups "*", transactional ids "*";
+#                                                cluster IdempotentWrite, Create, Describe.
+#   KAFKA_DENIED_USER:                           Read, Describe on topics "*" and groups "*"; Write, Describe on
+#                                                transactional ids "*"; cluster IdempotentWrite, Describe. No Write
+#                                                on any topic: an idempotent, transactional or plain producer gets
+#                                                as far as Metadata / Produce / AddPartitionsToTxn and is refused
+#                                                there with TOPIC_AUTHORIZATION_FAILED (not with
+#                                                CLUSTER_AUTHORIZATION_FAILED at InitProducerId). Consuming works.
+kafka_secure_setup() {
+  local key marker="$KF_DIR/secure-setup.done" t0
+  key=$({
+    sed -n 's/^cluster.id=//p' "$KF_DIR/data/meta.properties"
+    grep '^KAFKA_' "$CREDENTIALS"
+    echo "$KAFKA_CLIENT_PRINCIPAL"
+    secure_setup_java
+  } | sha256sum | cut -d' ' -f1)
+  [[ $(cat "$marker" 2>/dev/null) == "$key" ]] && return 0
+  t0=$(now_ms)
+  rm -f "$marker"
+  local classes
+  classes=$(secure_setup_classes)
+  if ! timeout 60 java -Xmx128m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xshare:auto \
+    -Dlog4j2.configurationFile="$KF_DIR/tools-log4j2.properties" -cp "$classes:$KAFKA_LIBS/*" EdgeinferSecureSetup \
+    "$HOST:$KAFKA_PORT" "$CREDENTIALS" "$KAFKA_CLIENT_PRINCIPAL" >"$KF_DIR/secure-setup.log" 2>&1; then
+    show_log_and_die "adding Kafka's SCRAM users and ACLs failed" "$KF_DIR/secure-setup.log"
+  fi
+  echo "$key" >"$marker"
+  say "kafka users ($(credential KAFKA_USER), $(credential KAFKA_DENIED_USER)) and ACLs set after $(elapsed "$t0")"
+}
+
+# The setup program's classes, compiled once per machine and source version (javac: a JDK; installed with
+# apt-get if missing), in the Kafka jar cache; prints their directory.
+secure_setup_classes() {
+  local dir
+  dir="$CACHE/kafka-$KAFKA_VERSION/secure-setup-$(secure_setup_java | sha256sum | cut -c1-16)"
+  if [[ ! -f $dir/EdgeinferSecureSetup.class ]]; then
+    command -v javac >/dev/null || apt_install default-jdk-headless
+    rm -rf "$dir.tmp.$$"
+    mkdir -p "$dir.tmp.$$"
+    secure_setup_java >"$dir.tmp.$$/EdgeinferSecureSetup.java"
+    javac -nowarn -cp "$KAFKA_LIBS/*" -d "$dir.tmp.$$" "$dir.tmp.$$/EdgeinferSecureSetup.java" >"$KF_DIR/secure-setup.log" 2>&1 ||
+      show_log_and_die "javac could not compile the Kafka users/ACLs setup" "$KF_DIR/secure-setup.log"
+    rm -rf "$dir"
+    mv "$dir.tmp.$$" "$dir" 2>/dev/null || rm -rf "$dir.tmp.$$" # another checkout may have won the race
+  fi
+  echo "$dir"
+}
+
+# Java source of the setup (args: bootstrap server, credentials.env, principal name of the client certificate).
+secure_setup_java() {
+  cat <<'EOF'
+import java.io.Reader;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Properties;
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.ScramCredentialInfo;
+import org.apache.kafka.clients.admin.ScramMechanism;
+import org.apache.kafka.clients.admin.UserScramCredentialAlteration;
+import org.apache.kafka.clients.admin.UserScramCredentialUpsertion;
+import org.apache.kafka.common.acl.AccessControlEntry;
+import org.apache.kafka.common.acl.AclBinding;
+import org.apache.kafka.common.acl.AclOperation;
+import org.apache.kafka.common.acl.AclPermissionType;
+import org.apache.kafka.common.resource.PatternType;
+import org.apache.kafka.common.resource.ResourcePattern;
+import org.apache.kafka.common.resource.ResourceType;
+
+// Written by scripts/services.sh (secure_setup_java): Kafka's SCRAM users and ACLs for the test brokers.
+public class EdgeinferSecureSetup {
+  static final List<AclBinding> ACLS = new ArrayList<>();
+
+  static void allow(String user, ResourceType type, String name, AclOperation... ops) {
+    for (AclOperation op : ops) {
+      ACLS.add(new AclBinding(new ResourcePattern(type, name, PatternType.LITERAL),
+          new AccessControlEntry("User:" + user, "*", op, AclPermissionType.ALLOW)));
+    }
+  }
+
+  public static void main(String[] args) throws Exception {
+    Properties env = new Properties();
+    try (Reader in = Files.newBufferedReader(Path.of(args[1]))) {
+      env.load(in);
+    }
+    String user = env.getProperty("KAFKA_USER"), denied = env.getProperty("KAFKA_DENIED_USER");
+    Properties config = new Properties();
+    config.put("bootstrap.servers", args[0]);
+    try (Admin admin = Admin.create(config)) {
+      // One request per mechanism: the controller refuses two alterations of one user in a request.
+      for (ScramMechanism mechanism : List.of(ScramMechanism.SCRAM_SHA_512, ScramMechanism.SCRAM_SHA_256)) {
+        List<UserScramCredentialAlteration> users = List.of(
+            new UserScramCredentialUpsertion(user, new ScramCredentialInfo(mechanism, 4096),
+                env.getProperty("KAFKA_PASSWORD")),
+            new UserScramCredentialUpsertion(denied, new ScramCredentialInfo(mechanism, 4096),
+                env.getProperty("KAFKA_DENIED_PASSWORD")));
+        admin.alterUserScramCredentials(users).all().get();
+      }
+      for (String allowed : List.of(user, args[2])) {
+        allow(allowed, ResourceType.TOPIC, "*", AclOperation.ALL);
+        allow(allowed, ResourceType.GROUP, "*", AclOperation.ALL);
+        allow(allowed, ResourceType.TRANSACTIONAL_ID, "*", AclOperation.ALL);
+        allow(allowed, ResourceType.CLUSTER, "kafka-cluster",
+            AclOperation.IDEMPOTENT_WRITE, AclOperation.CREATE, AclOperation.DESCRIBE);
+      }
+      allow(denied, ResourceType.TOPIC, "*", AclOperation.READ, AclOperation.DESCRIBE);
+      allow(denied, ResourceType.GROUP, "*", AclOperation.READ, AclOperation.DESCRIBE);
+      allow(denied, ResourceType.TRANSACTIONAL_ID, "*", AclOperation.WRITE, AclOperation.DESCRIBE);
+      allow(denied, ResourceType.CLUSTER, "kafka-cluster", AclOperation.IDEMPOTENT_WRITE, AclOperation.DESCRIBE);
+      admin.createAcls(ACLS).all().get();
+      System.out.println("SCRAM users " + user + ", " + denied + "; " + ACLS.size() + " ACLs");
+    }
+  }
+}
+EOF
 }
 
 # ---------------------------------------------------------------------------------------------- Toxiproxy
@@ -637,8 +854,16 @@ stop_one() { # name pid
   kill -KILL "$pid" 2>/dev/null || true
 }
 
+# Whether the running (or last written) Kafka configuration has the secured listeners.
+kafka_conf_secure() { grep -q '^listener.name.sasl_ssl' "$KF_CONF" 2>/dev/null; }
+
 print_endpoints() {
-  printf 'kafka     %s:%s\n' "$HOST" "$KAFKA_PORT"
+  if kafka_conf_secure; then
+    printf 'kafka     %s:%s (SASL_SSL %s:%s SCRAM-SHA-512/256 + PLAIN; SSL with client certificate %s:%s; CA %s, users/passwords in %s)\n' \
+      "$HOST" "$KAFKA_PORT" "$HOST" "$KAFKA_SASL_PORT" "$HOST" "$KAFKA_SSL_PORT" "$TLS_DIR/ca.pem" "$CREDENTIALS"
+  else
+    printf 'kafka     %s:%s\n' "$HOST" "$KAFKA_PORT"
+  fi
   printf 'mosquitto %s:%s (TLS + password %s:%s, mTLS + password %s:%s; CA %s, user/password in %s)\n' \
     "$HOST" "$MQTT_PORT" "$HOST" "$MQTT_TLS_PORT" "$HOST" "$MQTT_MTLS_PORT" "$TLS_DIR/ca.pem" "$CREDENTIALS"
   if tp_pid >/dev/null; then
@@ -664,6 +889,8 @@ cmd_up() {
     stop_one kafka "$pid"
   fi
   if mq_pid >/dev/null && kf_pid >/dev/null; then
+    # (Users and ACLs: a no-op unless an earlier `up` was interrupted before they were set.)
+    [[ $KAFKA_SECURE == 0 ]] || kafka_secure_setup
     start_toxiproxy
     say "already running (state in $STATE)"
     print_endpoints
@@ -684,15 +911,17 @@ cmd_down() {
   stop_toxiproxy
   if pid=$(kf_pid); then stop_one kafka "$pid"; else say "kafka was not running"; fi
   if pid=$(mq_pid); then stop_one mosquitto "$pid"; else say "mosquitto was not running"; fi
-  rm -rf "$KF_DIR/data" "$MQ_DIR/data" "$KF_PID" "$MQ_PID"
+  rm -rf "$KF_DIR/data" "$MQ_DIR/data" "$KF_PID" "$MQ_PID" "$KF_DIR/secure-setup.done"
   say "data removed from $STATE (logs kept until the next up)"
 }
 
 cmd_status() {
   local pid rc=0
   if pid=$(kf_pid); then
-    printf 'kafka     running  pid %-7s %s:%s (controller %s:%s)  kafka %s  log %s\n' \
-      "$pid" "$HOST" "$KAFKA_PORT" "$HOST" "$CONTROLLER_PORT" "$KAFKA_VERSION" "$KF_LOG"
+    local secured=""
+    kafka_conf_secure && secured=", SASL_SSL $KAFKA_SASL_PORT, SSL+client cert $KAFKA_SSL_PORT"
+    printf 'kafka     running  pid %-7s %s:%s (controller %s:%s%s)  kafka %s  log %s\n' \
+      "$pid" "$HOST" "$KAFKA_PORT" "$HOST" "$CONTROLLER_PORT" "$secured" "$KAFKA_VERSION" "$KF_LOG"
   else
     printf 'kafka     stopped  (would listen on %s:%s; state %s)\n' "$HOST" "$KAFKA_PORT" "$KF_DIR"
     rc=3
@@ -714,7 +943,7 @@ cmd_status() {
 }
 
 usage() { # exit code
-  sed -n '2,39p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,49p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit "$1"
 }
 
@@ -737,7 +966,7 @@ main() {
     ;;
   kafka-down)
     if pid=$(kf_pid); then stop_one kafka "$pid"; else say "kafka was not running"; fi
-    rm -rf "$KF_DIR/data" "$KF_PID"
+    rm -rf "$KF_DIR/data" "$KF_PID" "$KF_DIR/secure-setup.done"
     ;;
   down) cmd_down ;;
   status) cmd_status ;;

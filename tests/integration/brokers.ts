@@ -364,6 +364,7 @@ export function privateKafkaServices(state: string, port: number) {
         EDGEINFER_KAFKA_CONTROLLER_PORT: String(port + 1),
         EDGEINFER_KAFKA_AUTO_CREATE: "false",
         EDGEINFER_KAFKA_HEAP: "-Xms128m -Xmx512m",
+        EDGEINFER_KAFKA_SECURE: "0", // no secured listeners / ACLs: starts as fast as before
       },
       stdout: "piped",
       stderr: "piped",
