@@ -80,6 +80,8 @@ export class Pipeline {
     const stop = this.stop;
     const onAbort = () => stop.abort();
     signal.addEventListener("abort", onAbort, { once: true });
+    // Stopped before it started (a signal, or another pipeline's failure, during setup).
+    if (signal.aborted) stop.abort();
     this.o.health?.onFatal((err) => this.fail(err));
     const batcher = new Batcher<SourceEvent>(
       this.o.batchSize,
