@@ -10,7 +10,8 @@
 import { type Base, MultipleErrors, stringSerializer } from "@platformatic/kafka";
 import { RuntimeError } from "../errors.ts";
 import type { Backoff, Health } from "../pipeline/health.ts";
-import { type KafkaSecurity, securityClientOptions } from "./security.ts";
+import { fatalTlsReason } from "../config/tls.ts";
+import { KAFKA_PASSWORD_ENV, type KafkaSecurity, principalOf, securityClientOptions } from "./security.ts";
 
 /**
  * How long a request may go unanswered before its connection is declared dead, closed and opened anew
@@ -143,12 +144,26 @@ export function isRetriableKafkaError(e: unknown, options: { unknownTopicIsFatal
       retriable = true;
     }
     if (err.code === "PLT_KFK_AUTHENTICATION") return false;
+    if (fatalTlsReason(err as unknown as Error, undefined) !== undefined) return false;
     if (err.closed === true) return false; // our own client was closed
     // Connection refused, reset, closed, or a request that timed out (the library marks timeouts not
     // retriable within one operation; for us the broker is merely unreachable for now).
     if (err.code === "PLT_KFK_NETWORK") network = true;
   }
   return network || retriable;
+}
+
+/**
+ * Whether a failure is a refused login or a TLS failure no retry heals. The library retries these as
+ * network errors (it does not look into a NetworkError's cause), for ever in the consumer's group
+ * operations: its retryDelay hooks end the run on them instead.
+ */
+export function isSecurityFailure(e: unknown): boolean {
+  for (const err of errorsOf(e)) {
+    if (err.code === "PLT_KFK_AUTHENTICATION" || typeOf(err) === "SASL_AUTHENTICATION_FAILED") return true;
+    if (fatalTlsReason(err as unknown as Error, undefined) !== undefined) return true;
+  }
+  return false;
 }
 
 /** Whether a failure is, or holds, a request that went unanswered for the request timeout. */
@@ -176,12 +191,50 @@ function innermostMessage(e: unknown): string {
   return message;
 }
 
-/** One-line description of a Kafka failure that names the brokers and, when known, the fix. */
-export function describeKafkaError(e: unknown, brokers: string[], topic: string): string {
+/** The Kafka error codes of refused permissions, and what the principal lacks. */
+const AUTHORIZATION: Record<string, string> = {
+  TOPIC_AUTHORIZATION_FAILED: "may not use the topic (Read for a source, Write for a sink)",
+  GROUP_AUTHORIZATION_FAILED: "may not use the consumer group (Read on group=)",
+  TRANSACTIONAL_ID_AUTHORIZATION_FAILED: "may not use the transactional id (Write on transactional-id=)",
+  CLUSTER_AUTHORIZATION_FAILED: "may not produce idempotently (IdempotentWrite on the cluster)",
+};
+
+/**
+ * One-line description of a Kafka failure that names the brokers and, when known, the fix. `security`
+ * (the endpoint's TLS and SASL settings) lets TLS, login and permission failures name the parameter to fix.
+ */
+export function describeKafkaError(
+  e: unknown,
+  brokers: string[],
+  topic: string,
+  security?: KafkaSecurity,
+): string {
   const where = `Kafka at ${brokers.join(",")}`;
   const type = kafkaErrorType(e);
   if (type === "UNKNOWN_TOPIC_OR_PARTITION") {
     return `topic "${topic}" does not exist on ${where}: create it first (e.g. kafka-topics.sh --create)`;
+  }
+  if (type !== undefined && type in AUTHORIZATION) {
+    return `${where}: ${principalOf(security)} ${AUTHORIZATION[type]}, topic "${topic}" (${type}): ` +
+      `grant it with kafka-acls.sh, or use a principal that has it`;
+  }
+  for (const err of errorsOf(e)) {
+    const tls = fatalTlsReason(err as unknown as Error, security?.tls, security?.flag);
+    if (tls !== undefined) return `${where}: ${tls}`;
+  }
+  const sasl = security?.sasl;
+  if (sasl && [...errorsOf(e)].some((err) => err.code === "PLT_KFK_AUTHENTICATION")) {
+    // The broker's own words (e.g. "invalid credentials with SASL mechanism SCRAM-SHA-512"), when it gave any.
+    const said = [...errorsOf(e)].map((err) => (err.response as { errorMessage?: unknown })?.errorMessage)
+      .find((m) => typeof m === "string" && m !== "");
+    return `${where}: SASL ${sasl.mechanism} login as ${sasl.username} refused (${
+      said ?? innermostMessage(e)
+    }): ` +
+      `check ${
+        security!.flag
+      } username= and the password (${KAFKA_PASSWORD_ENV} or password-file=), and that ` +
+      `the listener offers sasl=${sasl.mechanism.toLowerCase()}` +
+      (security!.tls ? "" : " without TLS (else add tls=true)");
   }
   const message = innermostMessage(e);
   if (type === undefined && [...errorsOf(e)].some((err) => err.code === "PLT_KFK_NETWORK")) {
@@ -190,6 +243,31 @@ export function describeKafkaError(e: unknown, brokers: string[], topic: string)
     return `cannot reach ${where}: ${message}${cause ? ` (${cause})` : ""}`;
   }
   return `${where}, topic "${topic}": ${message}`;
+}
+
+/**
+ * A TLS 1.3 broker refuses a missing or untrusted client certificate only after the handshake, with an
+ * alert the library turns into a bare "Connection closed" (and retries for ever). Each new connection's own
+ * error is watched here instead, and a TLS failure no retry can heal is handed to `fatal`.
+ */
+export function watchTlsAlerts(
+  client: Pick<Base, "on">,
+  security: KafkaSecurity | undefined,
+  brokers: string[],
+  fatal: (reason: string) => void,
+): void {
+  if (!security?.tls) return;
+  client.on(
+    "client:broker:connect",
+    ({ connection }: { connection: { on(e: "error", f: (e: Error) => void): void } }) => {
+      connection.on("error", (err: Error) => {
+        for (const inner of errorsOf(err)) {
+          const reason = fatalTlsReason(inner as unknown as Error, security.tls, security.flag);
+          if (reason !== undefined) return fatal(`Kafka at ${brokers.join(",")}: ${reason}`);
+        }
+      });
+    },
+  );
 }
 
 export interface KafkaRetry {

@@ -28,6 +28,8 @@ const MECHANISMS = {
 } as const;
 
 export interface KafkaSecurity {
+  /** The flag the settings came from, for messages (e.g. "--sink"). */
+  flag: string;
   tls?: TlsFiles;
   sasl?: { mechanism: (typeof MECHANISMS)[keyof typeof MECHANISMS]; username: string; password: string };
 }
@@ -38,7 +40,7 @@ export function kafkaSecurity(
   q: Map<string, string>,
   env: (name: string) => string | undefined = readEnv,
 ): KafkaSecurity {
-  const security: KafkaSecurity = {};
+  const security: KafkaSecurity = { flag };
   const tls = q.get("tls");
   if (tls !== undefined && tls !== "true" && tls !== "false") {
     throw new UsageError(`${flag} tls=${tls} must be true or false`);
@@ -94,6 +96,13 @@ export function securityClientOptions(security: KafkaSecurity | undefined, broke
       ? { sasl: { mechanism: sasl.mechanism, username: sasl.username, password: sasl.password } }
       : {}),
   };
+}
+
+/** Who the broker sees, for authorization messages: e.g. "User:edgeinfer". */
+export function principalOf(security: KafkaSecurity | undefined): string {
+  if (security?.sasl) return `User:${security.sasl.username}`;
+  if (security?.tls?.cert) return `the principal of ${security.flag} cert=${security.tls.certPath}`;
+  return "User:ANONYMOUS";
 }
 
 /** How a client connects, for descriptions: e.g. " (TLS, SASL SCRAM-SHA-512 as edgeinfer)". */

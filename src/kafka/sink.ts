@@ -36,9 +36,11 @@ import {
   HeaderEncoder,
   isRequestTimeout,
   isRetriableKafkaError,
+  isSecurityFailure,
   kafkaErrorType,
   recordSerializers,
   retryKafka,
+  watchTlsAlerts,
 } from "./client.ts";
 import { describeSecurity, type KafkaSecurity } from "./security.ts";
 
@@ -146,8 +148,9 @@ export function createKafkaSink(options: KafkaSinkOptions): Sink {
     // aborts the retries).
     retries: LIBRARY_PRODUCE_RETRIES,
     retryDelay: (_client: unknown, _operation: string, _attempt: number, _retries: number, error: Error) => {
-      if (!closed && isRetriableKafkaError(error)) {
-        health.waiting(part, describeKafkaError(error, brokers, topic));
+      if (!closed && isSecurityFailure(error)) fail(error); // retried for ever by the library otherwise
+      else if (!closed && isRetriableKafkaError(error)) {
+        health.waiting(part, describeKafkaError(error, brokers, topic, options.security));
       }
       return backoff.next();
     },
@@ -157,7 +160,7 @@ export function createKafkaSink(options: KafkaSinkOptions): Sink {
     failure ??= health.fatalError ??
       (e instanceof RuntimeError
         ? e
-        : new RuntimeError(`Kafka sink: ${describeKafkaError(e, brokers, topic)}`));
+        : new RuntimeError(`Kafka sink: ${describeKafkaError(e, brokers, topic, options.security)}`));
     health.fatal(failure);
     return failure;
   };
@@ -165,6 +168,12 @@ export function createKafkaSink(options: KafkaSinkOptions): Sink {
   const closeProducer = () => producerClosed ??= producer.close().catch(() => {});
   // A fatal failure anywhere ends the run: stop the library's retries now.
   health.onFatal(() => void closeProducer());
+  watchTlsAlerts(
+    producer,
+    options.security,
+    brokers,
+    (reason) => fail(new RuntimeError(`Kafka sink: ${reason}`)),
+  );
   const queue: Pending[] = [];
   let draining: Promise<void> | undefined; // drain() while it runs
   let closed = false;
@@ -199,7 +208,7 @@ export function createKafkaSink(options: KafkaSinkOptions): Sink {
           await producer.send({ messages });
         } catch (e) {
           if (messages.length > 1 && isRequestTimeout(e)) {
-            throw new SlowLink(describeKafkaError(e, brokers, topic));
+            throw new SlowLink(describeKafkaError(e, brokers, topic, options.security));
           }
           throw e;
         }

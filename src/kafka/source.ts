@@ -34,7 +34,9 @@ import {
   describeKafkaError,
   isNetworkKafkaError,
   isRetriableKafkaError,
+  isSecurityFailure,
   retryKafka,
+  watchTlsAlerts,
 } from "./client.ts";
 import { describeSecurity, type KafkaSecurity } from "./security.ts";
 import { OffsetTracker, type PartitionOffset } from "./offset_tracker.ts";
@@ -199,17 +201,25 @@ export function createKafkaSource(options: KafkaSourceOptions): KafkaSource {
     heartbeatInterval: Math.min(3000, Math.floor(sessionTimeoutMs / 3)),
     // The library retries a fetch, metadata or heartbeat request by itself (3 times, each one waiting
     // up to the request timeout) before the stream reports an error: ~13 request timeouts. Say at once
-    // that the link is down, so a dead link shows within one request timeout (linkUp() clears it).
+    // that the link is down, so a dead link shows within one request timeout (linkUp() clears it). A
+    // refused login or certificate it would retry for ever (isSecurityFailure): that ends the run.
     retryDelay: (_client: unknown, _operation: string, _attempt: number, _retries: number, error: Error) => {
-      if (!stopping && isNetworkKafkaError(error)) {
+      if (!stopping && isSecurityFailure(error)) refused(error);
+      else if (!stopping && isNetworkKafkaError(error)) {
         linkDown = true;
-        health.waiting(part, describeKafkaError(error, brokers, topic));
+        health.waiting(part, describeKafkaError(error, brokers, topic, options.security));
       }
       return LIBRARY_RETRY_DELAY_MS;
     },
     rebalanceTimeout: 30_000,
   });
   noRejoinFromCommit(consumer);
+  watchTlsAlerts(
+    consumer,
+    options.security,
+    brokers,
+    (reason) => refused(new RuntimeError(`Kafka source: ${reason}`)),
+  );
   /** A request failed on the network (see retryDelay) and nothing has come through since. */
   let linkDown = false;
   const linkUp = () => {
@@ -225,7 +235,7 @@ export function createKafkaSource(options: KafkaSourceOptions): KafkaSource {
   consumer.on("error", (e: unknown) => {
     if (stopping) return;
     if (!isRetriableKafkaError(e)) return fail(e);
-    health.waiting(part, describeKafkaError(e, brokers, topic));
+    health.waiting(part, describeKafkaError(e, brokers, topic, options.security));
     setTimeout(() => {
       if (!stopping) consumer.joinGroup({ sessionTimeout: sessionTimeoutMs }).catch(() => {});
     }, backoff.next());
@@ -264,9 +274,20 @@ export function createKafkaSource(options: KafkaSourceOptions): KafkaSource {
     failure ??= health.fatalError ??
       (e instanceof RuntimeError
         ? e
-        : new RuntimeError(`Kafka source: ${describeKafkaError(e, brokers, topic)}`));
+        : new RuntimeError(`Kafka source: ${describeKafkaError(e, brokers, topic, options.security)}`));
     health.fatal(failure);
     wake();
+  };
+
+  /**
+   * A login or certificate the broker refuses: fatal, and the client is closed at once to end the library's
+   * retries, so the start (which waits for them) sees the failure. Nothing was fetched on a connection that
+   * never logged in: no offsets to commit are lost.
+   */
+  const refused = (e: unknown) => {
+    if (stopping) return;
+    fail(e);
+    void consumer.close(true).catch(() => {});
   };
 
   const queueChunk = () => {
@@ -340,7 +361,7 @@ export function createKafkaSource(options: KafkaSourceOptions): KafkaSource {
     opened.on("error", (e: unknown) => {
       if (stream !== opened || stopping) return;
       if (!isRetriableKafkaError(e, { unknownTopicIsFatal: true })) return fail(e);
-      health.waiting(part, describeKafkaError(e, brokers, topic));
+      health.waiting(part, describeKafkaError(e, brokers, topic, options.security));
       setTimeout(() => {
         if (mine === generation && !stopping) reopen();
       }, backoff.next());
@@ -390,7 +411,7 @@ export function createKafkaSource(options: KafkaSourceOptions): KafkaSource {
         if (mine !== generation) return; // the group moved on: those offsets are re-read anyway
         recommitAll = true;
         if (e instanceof CommitDuringRebalance) return; // not an outage: the rejoin is under way
-        health.waiting(`${part} (offset commits)`, describeKafkaError(e, brokers, topic));
+        health.waiting(`${part} (offset commits)`, describeKafkaError(e, brokers, topic, options.security));
       })
       .finally(() => commitInFlight = undefined);
   }
@@ -475,7 +496,9 @@ export function createKafkaSource(options: KafkaSourceOptions): KafkaSource {
         const offsets = tracker.committableOffsets();
         if (offsets.length > 0) {
           await commit(offsets).catch((e) =>
-            logLine(`kafka: final offset commit failed: ${describeKafkaError(e, brokers, topic)}`)
+            logLine(
+              `kafka: final offset commit failed: ${describeKafkaError(e, brokers, topic, options.security)}`,
+            )
           );
         }
       }

@@ -20,9 +20,11 @@ import {
   ensureTopic,
   HeaderEncoder,
   isRetriableKafkaError,
+  isSecurityFailure,
   kafkaErrorType,
   recordSerializers,
   retryKafka,
+  watchTlsAlerts,
 } from "./client.ts";
 import type { KafkaSecurity } from "./security.ts";
 import { type Compression, DEFAULT_MAX_RECORD_BYTES, oversizeReason } from "./sink.ts";
@@ -134,14 +136,27 @@ export class KafkaTransactions {
         // The previous transaction's markers are still being written (a few ms after its commit): the
         // normal case for back-to-back transactions, retried soon and not reported.
         if (kafkaErrorType(error) === "CONCURRENT_TRANSACTIONS") return CONCURRENT_RETRY_MS;
-        if (!this.closed && isRetriableKafkaError(error)) {
-          o.health.waiting(this.part, describeKafkaError(error, o.brokers, "(transaction)"));
+        if (!this.closed && isSecurityFailure(error)) {
+          // Retried for ever by the library otherwise.
+          o.health.fatal(
+            new RuntimeError(
+              `Kafka (exactly once): ${describeKafkaError(error, o.brokers, "(transaction)", o.security)}`,
+            ),
+          );
+        } else if (!this.closed && isRetriableKafkaError(error)) {
+          o.health.waiting(this.part, describeKafkaError(error, o.brokers, "(transaction)", o.security));
         }
         return this.backoff.next();
       },
     });
     capAddPartitionsToTxn(this.producer);
     o.health.onFatal(() => void this.producer.close().catch(() => {}));
+    watchTlsAlerts(
+      this.producer,
+      o.security,
+      o.brokers,
+      (reason) => o.health.fatal(new RuntimeError(`Kafka (exactly once): ${reason}`)),
+    );
   }
 
   /** True while a transaction is open: records were (or are being) sent since the last commit or abort. */
@@ -189,7 +204,7 @@ export class KafkaTransactions {
   private fail(e: unknown): Error {
     this.failure ??= this.o.health.fatalError ??
       (e instanceof RuntimeError ? e : new RuntimeError(
-        `Kafka (exactly once): ${describeKafkaError(e, this.o.brokers, "(transaction)")}`,
+        `Kafka (exactly once): ${describeKafkaError(e, this.o.brokers, "(transaction)", this.o.security)}`,
       ));
     this.o.health.fatal(this.failure);
     return this.failure;

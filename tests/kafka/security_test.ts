@@ -21,7 +21,7 @@ function refused(text: string, pattern: RegExp, password?: string) {
 }
 
 Deno.test("kafkaSecurity: plaintext without parameters, SASL with the password from the environment", () => {
-  assert.deepEqual(kafkaSecurity("--sink", query(""), env("s3cret")), {});
+  assert.deepEqual(kafkaSecurity("--sink", query(""), env("s3cret")), { flag: "--sink" });
   const s = kafkaSecurity("--sink", query("sasl=SCRAM-SHA-512&username=edge"), env("s3cret"));
   assert.deepEqual(s.sasl, { mechanism: "SCRAM-SHA-512", username: "edge", password: "s3cret" });
   assert.equal(s.tls, undefined);
@@ -77,7 +77,7 @@ Deno.test("securityClientOptions: TLS always verifies; SNI only for host names",
     assert.equal(byIp.tlsServerName, false);
     const byName = securityClientOptions(s, ["broker.example.com:9094"]) as { tlsServerName: boolean };
     assert.equal(byName.tlsServerName, true);
-    assert.deepEqual(kafkaSecurity("--source", query("tls=false")), {});
+    assert.deepEqual(kafkaSecurity("--source", query("tls=false")), { flag: "--source" });
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
