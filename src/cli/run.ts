@@ -35,9 +35,14 @@ Where events come from and go
                             login: username=, password-file=PATH or EDGEINFER_MQTT_PASSWORD (never argv)
                             keepalive=15 (s; a dead link is dropped within 1.5x), takeover=5 (s after a
                             share= member vanished, a survivor resumes its session; or off)
+                          mqtts://host:port/<filter>: TLS (default port 8883), the same parameters and
+                            ca=PATH (the broker's CA; else the system's), cert=PATH&key=PATH (mTLS)
                           kafka://host:port[,host:port]/<topic>[?group=edgeinfer&from=earliest]
                             request-timeout-ms=15000 (an unanswered request drops the connection; sink too)
                             session-timeout-ms=10000 (a lost member's partitions move after this)
+                            tls=true with ca=, cert=, key= as for mqtts:// (sink too)
+                            sasl=plain|scram-sha-256|scram-sha-512&username=NAME (sink too), the password
+                              from password-file=PATH or EDGEINFER_KAFKA_PASSWORD (never argv)
                           file:<path> (one event per line) or - (stdin); these end the run at EOF
   --sink URL              kafka://host:port/<topic>[?compression=zstd&max-record-bytes=1000000]
                             compression: none, gzip, snappy, lz4 or zstd (the default)
@@ -86,6 +91,9 @@ Outages and shutdown
 Output
   --quiet                 no status line or summary on stderr
   --status-every SECONDS  status line interval (default 5)
+
+Certificates are always verified. A wrong CA, a refused certificate or login, or a principal without
+permission ends the run at once (exit 1) with one line naming the parameter to fix.
 
 Each event is acknowledged (Kafka offset committed, MQTT PUBACK sent) only after its prediction or
 dead-letter record is durable. SIGINT/SIGTERM: stop reading, flush, commit, disconnect, exit 0.

@@ -71,7 +71,9 @@ Output
                             username=, password-file=, or EDGEINFER_MQTT_PASSWORD for a login),
                           mqtts://host:port/<topic template>[?ca=PATH&cert=PATH&key=PATH&...] (TLS;
                             the broker's certificate is always verified),
-                          kafka://host:port[,host:port]/<topic> (message key = car id)
+                          kafka://host:port[,host:port]/<topic> (message key = car id; tls=true,
+                            ca=, cert=, key=, sasl=, username=, password-file= or
+                            EDGEINFER_KAFKA_PASSWORD as for 'edgeinfer run')
   --quiet                 no progress line (every 5 s) or summary on stderr
 
 SIGINT/SIGTERM stops the fleet; what was generated is delivered before exit.

@@ -256,7 +256,7 @@ Deno.test("config: pipelines that would fight over a buffer DIR, an MQTT session
 });
 
 Deno.test("config: the shipped examples are valid", () => {
-  for (const example of ["edge.example.yaml", "edge.pipelines.example.yaml"]) {
+  for (const example of ["edge.example.yaml", "edge.pipelines.example.yaml", "edge.secure.example.yaml"]) {
     const path = new URL(`../../scripts/${example}`, import.meta.url).pathname;
     const config = loadConfig(path, RUN_FLAGS, {});
     if (config.pipelines) assert.ok(checkedPipelines(path, config.pipelines).size >= 2);
