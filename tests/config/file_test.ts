@@ -255,9 +255,12 @@ Deno.test("config: pipelines that would fight over a buffer DIR, an MQTT session
   assert.equal(fine().size, 2);
 });
 
-Deno.test("config: the shipped examples are valid", () => {
-  for (const example of ["edge.example.yaml", "edge.pipelines.example.yaml", "edge.secure.example.yaml"]) {
-    const path = new URL(`../../scripts/${example}`, import.meta.url).pathname;
+Deno.test("config: the shipped examples (scripts/edge*.yaml) are valid", () => {
+  const scripts = new URL("../../scripts/", import.meta.url).pathname;
+  const examples = [...Deno.readDirSync(scripts)].map((e) => e.name).filter((n) => /^edge.*\.ya?ml$/.test(n));
+  assert.ok(examples.includes("edge.pipelines.example.yaml"));
+  for (const example of examples) {
+    const path = `${scripts}${example}`;
     const config = loadConfig(path, RUN_FLAGS, {});
     if (config.pipelines) assert.ok(checkedPipelines(path, config.pipelines).size >= 2);
     else assert.equal(config.settings.model, "models/car-anomaly.onnx");
