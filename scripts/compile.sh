@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# deno task compile [OUTPUT]: builds one edgeinfer executable (default dist/edgeinfer) with
+# [EDGEINFER_HEAP_MB=N] deno task compile [OUTPUT]: builds one edgeinfer executable (default dist/edgeinfer) with
 # models/ embedded (--include models) and native addons usable (--self-extracting: onnxruntime's
 # .node library and libonnxruntime.so must exist on disk to be loaded, so the binary unpacks its
 # embedded files on first run).
@@ -34,10 +34,16 @@ fi
 "$deno" install --quiet
 mkdir -p "$(dirname "$out")"
 # The V8 heap bound is part of the binary (as in the edgeinfer task): peak RSS stays under ~200 MB at
-# full load (README, Memory).
+# full load with one pipeline (README, Memory). EDGEINFER_HEAP_MB sets another bound, e.g. for a gateway
+# that runs several pipelines in one process (each pipeline's --max-held-bytes adds up in that heap).
+heap_mb="${EDGEINFER_HEAP_MB:-192}"
+if ! [[ "$heap_mb" =~ ^[1-9][0-9]*$ ]]; then
+  echo "compile: EDGEINFER_HEAP_MB='$heap_mb' must be a whole number of MiB (default 192)" >&2
+  exit 1
+fi
 "$deno" compile \
   --allow-read --allow-write --allow-net --allow-env --allow-ffi --allow-sys --allow-run \
-  --v8-flags=--max-old-space-size=192,--max-semi-space-size=8 \
+  --v8-flags=--max-old-space-size="$heap_mb",--max-semi-space-size=8 \
   --include models \
   --self-extracting \
   --output "$out" \

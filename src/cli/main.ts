@@ -37,6 +37,13 @@ const COMMANDS: Record<string, Command> = {
       return { help: m.CONFIG_HELP, run: m.configCommand };
     },
   },
+  probe: {
+    summary: "ask a running edgeinfer (--http) whether it is alive or ready, exit 0/1",
+    load: async () => {
+      const m = await import("./probe.ts");
+      return { help: m.PROBE_HELP, run: m.probeCommand };
+    },
+  },
   bench: {
     summary: "measure a model's rows/s and latency per batch size, or a source → sink run",
     load: async () => {
