@@ -1,12 +1,10 @@
 import assert from "node:assert/strict";
 import { FEATURES } from "../../src/sim/fleet.ts";
 import { linearModelFile } from "../fixtures/linear_model.ts";
-import { assertSeedScore, type ExpectedScore, runCli, sharedFile } from "./run_cli.ts";
+import { assertSeedScore, runCli, seedFixture } from "./run_cli.ts";
 
-const seedModel = sharedFile("seed-ksql-udf/ecg-autoencoder.onnx");
-const seedMessages = sharedFile("seed-ksql-udf/ecg_discord_test.msgs");
-const seedScores = sharedFile("seed-ksql-udf/expected-scores.json");
-if (!seedModel) console.warn("SKIPPING seed-ksql-udf CLI tests: ../shared/seed-ksql-udf is absent");
+const seed = seedFixture();
+if (!seed) console.warn("SKIPPING seed-ksql-udf CLI tests: ../shared/seed-ksql-udf is absent");
 
 /** Asserts a usage error: exit 2, one line on stderr matching `message`, nothing on stdout. */
 function assertUsageError(result: { code: number; stdout: string; stderr: string }, message: RegExp) {
@@ -188,14 +186,14 @@ Deno.test("edgeinfer inspect shows inputs, outputs, metadata, size and sha256", 
 
 Deno.test({
   name: "edgeinfer run reproduces every KSQL UDF score from the seed fixture file",
-  ignore: !seedModel,
+  ignore: !seed,
   async fn() {
     const result = await runCli([
       "run",
       "--model",
-      seedModel!,
+      seed!.model,
       "--source",
-      `file:${seedMessages}`,
+      `file:${seed!.messages}`,
       "--format",
       "delimited",
       "--sink",
@@ -203,13 +201,12 @@ Deno.test({
     ]);
     assert.equal(result.code, 0, result.stderr);
     const records = result.stdout.trim().split("\n").map((line) => JSON.parse(line));
-    const expected: ExpectedScore[] = JSON.parse(await Deno.readTextFile(seedScores!));
-    const rows = expected.filter((e) => e.eventid <= 23);
+    const rows = [...seed!.expected].filter(([id]) => Number(id) <= 23);
     assert.equal(records.length, 23);
-    for (const exp of rows) {
-      const got = records.find((r) => r.id === String(exp.eventid));
-      assert.ok(got, `a record for event ${exp.eventid}`);
-      assertSeedScore(got.score, exp.score, `event ${exp.eventid}`);
+    for (const [id, score] of rows) {
+      const got = records.find((r) => r.id === id);
+      assert.ok(got, `a record for event ${id}`);
+      assertSeedScore(got.score, score, `event ${id}`);
     }
   },
 });

@@ -62,6 +62,24 @@ export interface ExpectedScore {
   score: number;
 }
 
+/**
+ * The seed fixture in ../shared/seed-ksql-udf: the KSQL UDF's model, its messages (the path, and the
+ * non-empty lines) and their reference scores by event id; undefined where ../shared is absent.
+ */
+export function seedFixture():
+  | { model: string; messages: string; lines: string[]; expected: Map<string, number> }
+  | undefined {
+  const model = sharedFile("seed-ksql-udf/ecg-autoencoder.onnx");
+  const messages = sharedFile("seed-ksql-udf/ecg_discord_test.msgs");
+  const scores = sharedFile("seed-ksql-udf/expected-scores.json");
+  if (!model || !messages || !scores) return undefined;
+  const lines = Deno.readTextFileSync(messages).split("\n").filter((l) => l.trim() !== "");
+  const expected = new Map(
+    (JSON.parse(Deno.readTextFileSync(scores)) as ExpectedScore[]).map((s) => [String(s.eventid), s.score]),
+  );
+  return { model, messages, lines, expected };
+}
+
 /** The KSQL UDF's reference scores, compared within the fixture README's float32 tolerance. */
 export function assertSeedScore(got: number, expected: number, label: string) {
   const tolerance = 1e-5 * Math.abs(expected) + 1e-6;

@@ -3,7 +3,7 @@
  */
 import assert from "node:assert/strict";
 import { linearModelFile } from "../fixtures/linear_model.ts";
-import { assertSeedScore, type ExpectedScore, sharedFile, spawnCli } from "../cli/run_cli.ts";
+import { assertSeedScore, seedFixture, spawnCli } from "../cli/run_cli.ts";
 import {
   committedOffsets,
   consume,
@@ -20,16 +20,8 @@ import {
 } from "./brokers.ts";
 
 const KAFKA = KAFKA_BROKERS.join(",");
-const seedModel = sharedFile("seed-ksql-udf/ecg-autoencoder.onnx");
-const seedMessages = sharedFile("seed-ksql-udf/ecg_discord_test.msgs");
-const seedScores = sharedFile("seed-ksql-udf/expected-scores.json");
-if (!seedModel) console.warn("SKIPPING seed-ksql-udf broker tests: ../shared/seed-ksql-udf is absent");
-
-async function seed(): Promise<{ lines: string[]; expected: Map<string, number> }> {
-  const lines = (await Deno.readTextFile(seedMessages!)).split("\n").filter((l) => l.trim() !== "");
-  const scores: ExpectedScore[] = JSON.parse(await Deno.readTextFile(seedScores!));
-  return { lines, expected: new Map(scores.map((s) => [String(s.eventid), s.score])) };
-}
+const seed = seedFixture();
+if (!seed) console.warn("SKIPPING seed-ksql-udf broker tests: ../shared/seed-ksql-udf is absent");
 
 function assertSeedRecords(values: string[], expected: Map<string, number>) {
   assert.equal(values.length, 23);
@@ -44,9 +36,9 @@ function assertSeedRecords(values: string[], expected: Map<string, number>) {
 
 Deno.test({
   name: "MQTT → Kafka: the 23 seed messages at QoS 1 give 23 predictions with the UDF's scores, all PUBACKed",
-  ignore: !seedModel,
+  ignore: !seed,
   async fn() {
-    const { lines, expected } = await seed();
+    const { lines, expected } = seed!;
     const topic = `${uniqueName("ecg")}/ecg`;
     const out = uniqueName("ecg-predictions");
     const clientId = uniqueName("edgeinfer-test");
@@ -57,7 +49,7 @@ Deno.test({
     const run = spawnCli([
       "run",
       "--model",
-      seedModel!,
+      seed!.model,
       "--format",
       "delimited",
       "--source",
@@ -80,9 +72,9 @@ Deno.test({
 
 Deno.test({
   name: "Kafka → Kafka: the 23 seed messages give the UDF's scores and the group commits every offset",
-  ignore: !seedModel,
+  ignore: !seed,
   async fn() {
-    const { lines, expected } = await seed();
+    const { lines, expected } = seed!;
     const input = uniqueName("ecg-in");
     const out = uniqueName("ecg-out");
     const group = uniqueName("edgeinfer");
@@ -91,7 +83,7 @@ Deno.test({
     const run = spawnCli([
       "run",
       "--model",
-      seedModel!,
+      seed!.model,
       "--format",
       "delimited",
       "--source",

@@ -11,7 +11,7 @@
  */
 import assert from "node:assert/strict";
 import { linearModelFile } from "../fixtures/linear_model.ts";
-import { assertSeedScore, type ExpectedScore, runCli, sharedFile, spawnCli } from "../cli/run_cli.ts";
+import { assertSeedScore, runCli, seedFixture, spawnCli } from "../cli/run_cli.ts";
 import { consume, createTopic, KAFKA_BROKERS, produce, SERVICES_STATE, uniqueName } from "./brokers.ts";
 
 const KAFKA_PORT = Number(KAFKA_BROKERS[0].split(":").at(-1));
@@ -56,12 +56,8 @@ if (!credentials) {
   );
 }
 const ignore = !credentials;
-const seedModel = sharedFile("seed-ksql-udf/ecg-autoencoder.onnx");
-const seedMessages = sharedFile("seed-ksql-udf/ecg_discord_test.msgs");
-const seedScores = sharedFile("seed-ksql-udf/expected-scores.json");
-if (!seedModel) {
-  console.warn("kafka_security_test: SKIPPING the seed test: ../shared/seed-ksql-udf is absent");
-}
+const seed = seedFixture();
+if (!seed) console.warn("kafka_security_test: SKIPPING the seed test: ../shared/seed-ksql-udf is absent");
 
 const CA = `ca=${TLS}/ca.pem`;
 const CLIENT_CERT = `cert=${TLS}/client.pem&key=${TLS}/client-key.pem`;
@@ -198,11 +194,9 @@ Deno.test({
 
 Deno.test({
   name: "Kafka over SASL_SSL: the 23 seed messages give the UDF's scores",
-  ignore: ignore || !seedModel,
+  ignore: ignore || !seed,
   async fn() {
-    const lines = Deno.readTextFileSync(seedMessages!).split("\n").filter((l) => l.trim() !== "");
-    const scores: ExpectedScore[] = JSON.parse(Deno.readTextFileSync(seedScores!));
-    const expected = new Map(scores.map((s) => [String(s.eventid), s.score]));
+    const { lines, expected } = seed!;
     const input = uniqueName("ecg-secure-in");
     const out = uniqueName("ecg-secure-out");
     await createTopic(input, 1);
@@ -210,7 +204,7 @@ Deno.test({
     const run = spawnCli([
       "run",
       "--model",
-      seedModel!,
+      seed!.model,
       "--format",
       "delimited",
       "--source",
