@@ -29,7 +29,7 @@ export class RunControl {
   readonly metrics: Metrics | undefined;
 
   constructor(readonly settings: ProcessSettings, readonly several: boolean) {
-    this.metrics = settings.http === undefined ? undefined : new Metrics();
+    this.metrics = settings.http === undefined ? undefined : new Metrics(this.shutdown.signal);
   }
 
   /** Log lines of a pipeline: `[cars] …` when the process runs several. */

@@ -168,7 +168,8 @@ export class Metrics {
   readonly registry = new Registry();
   readonly pipelines: PipelineMetrics[] = [];
 
-  constructor() {
+  /** `stopping`: aborted on SIGINT/SIGTERM, after which the process is not ready (it is draining). */
+  constructor(private readonly stopping?: AbortSignal) {
     this.processMetrics();
     const counter = (name: string, help: string, labelNames: string[], read: Read) =>
       this.family(Counter, name, help, labelNames, read);
@@ -346,7 +347,9 @@ export class Metrics {
 
   /** Ready when every pipeline is (and at least one was set up). */
   readiness(): { ready: boolean; reasons: string[] } {
-    const reasons = this.pipelines.length === 0
+    const reasons = this.stopping?.aborted
+      ? ["shutting down"]
+      : this.pipelines.length === 0
       ? ["no pipeline set up yet"]
       : this.pipelines.flatMap((p) => p.notReady());
     return { ready: reasons.length === 0, reasons };

@@ -185,3 +185,13 @@ Deno.test("README: the Metrics and health table lists exactly the edgeinfer_* me
     assert.deepEqual(type, types.get(name), name);
   }
 });
+
+Deno.test("readiness: not ready once the run is stopping (SIGTERM: draining)", () => {
+  const stopping = new AbortController();
+  const metrics = new Metrics(stopping.signal);
+  metrics.pipeline("main", { stats: new Stats(), health: new Health(), maxInFlight: 4, mustConnect: [] })
+    .modelLoaded({ name: "m", version: "1", sha256: "00" });
+  assert.deepEqual(metrics.readiness(), { ready: true, reasons: [] });
+  stopping.abort();
+  assert.deepEqual(metrics.readiness(), { ready: false, reasons: ["shutting down"] });
+});
