@@ -195,3 +195,34 @@ Deno.test("readiness: not ready once the run is stopping (SIGTERM: draining)", (
   stopping.abort();
   assert.deepEqual(metrics.readiness(), { ready: false, reasons: ["shutting down"] });
 });
+
+Deno.test("metrics: several pipelines, one series each by label; readiness lists each one's reasons", async () => {
+  const metrics = new Metrics();
+  const cars = metrics.pipeline("cars", {
+    stats: new Stats(),
+    health: new Health(),
+    maxInFlight: 4,
+    mustConnect: [],
+  });
+  const pumps = new Stats();
+  metrics.pipeline("pumps", {
+    stats: pumps,
+    health: new Health(),
+    maxInFlight: 8,
+    mustConnect: ["Kafka source"],
+  })
+    .modelLoaded({ name: "pump", version: "3", sha256: "ff" });
+  pumps.acked = 5;
+  const text = await metrics.text();
+  assert.equal(sample(text, `edgeinfer_events_acked_total{pipeline="cars"}`), 0);
+  assert.equal(sample(text, `edgeinfer_events_acked_total{pipeline="pumps"}`), 5);
+  assert.equal(sample(text, `edgeinfer_batches_in_flight_limit{pipeline="pumps"}`), 8);
+  assert.equal(sample(text, `edgeinfer_batch_size_count{pipeline="cars"}`), 0);
+  assert.equal(sample(text, `edgeinfer_batch_size_count{pipeline="pumps"}`), 0);
+  assert.deepEqual(metrics.readiness().reasons, [
+    "pipeline cars: model not loaded yet",
+    "pipeline pumps: Kafka source not connected yet",
+  ]);
+  cars.modelLoaded({ name: "car", version: "1", sha256: "00" });
+  assert.equal(metrics.readiness().reasons.length, 1);
+});
