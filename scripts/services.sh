@@ -15,6 +15,7 @@
 #                             user, so they behave as without. Users KAFKA_USER (edgeinfer: all on topics, groups,
 #                             transactional ids) and KAFKA_DENIED_USER (edgeinfer-denied: read only, producing is refused
 #                             with TOPIC_AUTHORIZATION_FAILED), passwords in credentials.env: see kafka_secure_setup.
+#   promtool (Debian's prometheus package, daemon not started) for the metrics test: see ensure_promtool.
 #   Toxiproxy (a TCP fault proxy for the link-fault tests; API on 127.0.0.1:${EDGEINFER_TOXIPROXY_PORT:-8474}) with
 #   two proxies: "mqtt"  127.0.0.1:MQTT_PORT+20000 (21883) -> Mosquitto
 #                "kafka" 127.0.0.1:KAFKA_PORT+20000 (29092) -> Kafka's second listener PROXIED on KAFKA_PORT+6
@@ -170,6 +171,19 @@ ensure_mosquitto() {
   # The package enables mosquitto.service; on a machine booted with systemd, turn it off again.
   if [[ -d /run/systemd/system ]]; then as_root systemctl disable --now mosquitto >/dev/null 2>&1 || true; fi
   find_mosquitto || die "mosquitto is still missing after apt-get install mosquitto mosquitto-clients"
+}
+
+# ------------------------------------------------------------------------------------------------ promtool
+#
+# tests/integration/metrics_test.ts checks `edgeinfer run --http`'s /metrics with `promtool check metrics`.
+# Debian ships promtool only in the `prometheus` package: installed without recommends, its daemon kept
+# from starting (policy-rc.d above; on a systemd machine disabled again).
+
+ensure_promtool() {
+  command -v promtool >/dev/null && return 0
+  apt_install prometheus
+  if [[ -d /run/systemd/system ]]; then as_root systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
+  command -v promtool >/dev/null || die "promtool is still missing after apt-get install prometheus"
 }
 
 # ------------------------------------------------------------------------------------ test CA and secrets
@@ -878,6 +892,7 @@ cmd_up() {
   # A broker started by an older version of this script (another configuration) is restarted with the
   # current one; its data is kept.
   local pid
+  ensure_promtool # for the tests, not the brokers
   tls_files # once per state dir (also for a broker that already runs)
   credentials
   if pid=$(mq_pid) && ! cmp -s <(mosquitto_conf) "$MQ_CONF"; then

@@ -116,6 +116,11 @@ export class DiskBuffer {
     return this.#store.bytes;
   }
 
+  /** When the oldest record held was buffered (ms), if any. */
+  oldestAt(): number | undefined {
+    return this.#store.oldestAt();
+  }
+
   /** For the status line: "buffer 35 % of 1.0 GiB (1234567 records), oldest 17 min". */
   describe(): string {
     const { records, bytes } = this.#store;

@@ -91,6 +91,8 @@ Outages and shutdown
 Output
   --quiet                 no status line or summary on stderr
   --status-every SECONDS  status line interval (default 5)
+  --http HOST:PORT        serve /metrics (Prometheus), /healthz and /readyz there, e.g.
+                          127.0.0.1:9464 (default: off; process-wide with pipelines:)
 
 Certificates are always verified. A wrong CA, a refused certificate or login, or a principal without
 permission ends the run at once (exit 1) with one line naming the parameter to fix.
@@ -137,6 +139,7 @@ export const RUN_FLAGS = {
   buffer: { type: "string" },
   "buffer-max-bytes": { type: "string" },
   "buffer-when-full": { type: "string", default: "block" },
+  http: { type: "string" },
 } as const;
 
 export async function runCommand(argv: string[]): Promise<void> {

@@ -7,6 +7,8 @@ import { logLine } from "../log.ts";
 import type { Health } from "../pipeline/health.ts";
 import type { Stats } from "../pipeline/stats.ts";
 import type { ProcessSettings } from "./run_settings.ts";
+import { Metrics } from "../observe/metrics.ts";
+import { type ObserveServer, serveObserve } from "../observe/http.ts";
 import { onShutdownSignal } from "./signals.ts";
 
 /** What the deadline message reports of a running pipeline. */
@@ -23,8 +25,12 @@ export class RunControl {
   readonly abandon = new AbortController();
   private readonly running = new Set<Running>();
   private deadline: ReturnType<typeof setTimeout> | undefined;
+  /** With --http: the process's metrics, which each pipeline adds its own to. */
+  readonly metrics: Metrics | undefined;
 
-  constructor(readonly settings: ProcessSettings, readonly several: boolean) {}
+  constructor(readonly settings: ProcessSettings, readonly several: boolean) {
+    this.metrics = settings.http === undefined ? undefined : new Metrics(this.shutdown.signal);
+  }
 
   /** Log lines of a pipeline: `[cars] …` when the process runs several. */
   label(name: string): string {
@@ -80,6 +86,11 @@ export async function runAll(
   runOne: (name: string, control: RunControl) => Promise<void>,
 ): Promise<void> {
   const control = new RunControl(settings, names.length > 1);
+  // Listening first: a taken --http address fails before anything connects, and probes answer during setup.
+  const server: ObserveServer | undefined = control.metrics && serveObserve(settings.http!, control.metrics);
+  if (server && !settings.quiet) {
+    logLine(`serving /metrics, /healthz and /readyz on http://${hostPort(server.address)}`);
+  }
   const stopSignals = onShutdownSignal(() => {
     if (!settings.quiet) {
       logLine("stopping: flushing in-flight batches and committing (signal again to exit at once)");
@@ -104,7 +115,12 @@ export async function runAll(
   } finally {
     stopSignals();
     control.dispose();
+    await server?.close();
   }
+}
+
+function hostPort({ hostname, port }: { hostname: string; port: number }): string {
+  return `${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
 }
 
 /** The error of a pipeline, named, of the same kind (a usage error still exits 2). */

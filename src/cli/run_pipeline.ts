@@ -15,6 +15,8 @@ import { Health } from "../pipeline/health.ts";
 import { DiskBuffer } from "../buffer/buffer.ts";
 import type { RunControl } from "./run_control.ts";
 import type { PipelineSettings } from "./run_settings.ts";
+import { fileSha256 } from "../observe/metrics.ts";
+import { locateModel } from "../model/locate.ts";
 
 export async function runPipeline(name: string, s: PipelineSettings, control: RunControl): Promise<void> {
   const label = control.label(name);
@@ -23,6 +25,13 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
   const log = quiet ? () => {} : logAlways;
   // Outages are reported here (and shown in the status line); a fatal failure ends the run.
   const health = new Health(s.retry, logAlways);
+  const stats = new Stats();
+  const metrics = control.metrics?.pipeline(name, {
+    stats,
+    health,
+    maxInFlight: s.maxInFlight,
+    mustConnect: partsToConnect(s),
+  });
   // Validate every URL before connecting anywhere, so a typo fails fast.
   // The memory bound: every batch that may await the sink, plus the one being filled (also the
   // MQTT receive window), and the payload bytes of those events.
@@ -40,6 +49,11 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
     threshold: s.threshold,
     scoreOutput: s.scoreOutput,
     threads: s.threads,
+  });
+  metrics?.modelLoaded({
+    name: model.name,
+    version: model.version,
+    sha256: await fileSha256(locateModel(s.model)),
   });
   let decoder: Decoder;
   if (s.format === "json") {
@@ -67,7 +81,6 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
   });
 
   const sinks: Sink[] = [];
-  const stats = new Stats();
   const untrack = control.track({ label, health, stats });
   health.onFatal(() => control.fatal());
   let status: ReturnType<typeof setInterval> | undefined;
@@ -88,6 +101,7 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
       health,
       targets: [sink, deadLetter],
     });
+    if (metrics) metrics.buffer = buffer;
     if (buffer) {
       sinks.unshift({
         description: `buffer ${s.buffer!.dir}`,
@@ -138,6 +152,7 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
       maxPayloadBytes: s.maxPayloadBytes,
       deadLetterPayloadBytes: s.deadLetterPayloadBytes,
       stats,
+      observer: metrics,
       log,
       health,
       transaction: eos?.transaction,
@@ -169,9 +184,24 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
     );
   } finally {
     if (status !== undefined) clearInterval(status);
+    if (metrics) metrics.ended = true;
     untrack();
     // Only left when the pipeline never ran (e.g. a sink failed to open).
     for (const sink of sinks) await sink.close().catch(() => {});
     await model.close();
   }
+}
+
+/**
+ * The parts (as they name themselves to Health) that must report a success before the pipeline is ready.
+ * Files and stdout need no connection; the exactly-once producer connects with its first transaction.
+ */
+export function partsToConnect(
+  s: Pick<PipelineSettings, "source" | "sink" | "dlq" | "exactlyOnce">,
+): string[] {
+  const parts: string[] = [];
+  if (/^mqtts?:/.test(s.source)) parts.push("MQTT source");
+  if (/^kafka:/.test(s.source)) parts.push("Kafka source");
+  if (!s.exactlyOnce && [s.sink, s.dlq].some((url) => url?.startsWith("kafka:"))) parts.push("Kafka sink");
+  return parts;
 }

@@ -3,6 +3,7 @@ import { RECORD_FIELDS } from "../codecs/prediction.ts";
 import { UsageError } from "../errors.ts";
 import { DEFAULT_BUFFER_MAX_BYTES, WHEN_FULL, type WhenFull } from "../buffer/buffer.ts";
 import { DEFAULT_RETRY, type RetryPolicy } from "../pipeline/health.ts";
+import { type HttpAddress, parseHttpAddress } from "../observe/http.ts";
 import { durationFlag, intFlag, listFlag, numberFlag } from "./args.ts";
 import type { RUN_FLAGS } from "./run.ts";
 
@@ -18,6 +19,8 @@ export interface ProcessSettings {
   quiet: boolean;
   statusEverySeconds: number;
   shutdownTimeoutMs: number;
+  /** --http: where /metrics, /healthz and /readyz are served; undefined: off. */
+  http: HttpAddress | undefined;
 }
 
 /** One pipeline's settings, checked. */
@@ -57,6 +60,7 @@ export function processSettings(f: RunValues): ProcessSettings {
     quiet: f.quiet ?? false,
     statusEverySeconds,
     shutdownTimeoutMs: durationFlag("shutdown-timeout", f["shutdown-timeout"], 10_000),
+    http: f.http === undefined ? undefined : parseHttpAddress(f.http),
   };
 }
 

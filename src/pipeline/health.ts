@@ -50,6 +50,9 @@ interface Wait {
  */
 export class Health {
   private readonly waits = new Map<string, Wait>();
+  /** Parts that reported a success (connected, subscribed, a produce confirmed): readiness needs one. */
+  private readonly succeeded = new Set<string>();
+  private readonly retryCounts = new Map<string, number>();
   private failure: Error | undefined;
   private readonly fatalListeners: ((err: Error) => void)[] = [];
 
@@ -61,6 +64,7 @@ export class Health {
   /** A part could not do its work for a retriable reason and will try again. */
   waiting(part: string, reason: string): void {
     const now = Date.now();
+    this.retryCounts.set(part, (this.retryCounts.get(part) ?? 0) + 1);
     const wait = this.waits.get(part);
     if (wait === undefined) {
       this.waits.set(part, { reason, since: now });
@@ -79,8 +83,9 @@ export class Health {
     }
   }
 
-  /** The part works again. */
+  /** The part works (again): also its first success, e.g. connected. */
   recovered(part: string): void {
+    this.succeeded.add(part);
     const wait = this.waits.get(part);
     if (wait === undefined) return;
     this.waits.delete(part);
@@ -109,13 +114,29 @@ export class Health {
     return this.waits.size > 0;
   }
 
+  /** Every part that reported: working (a success seen, not waiting now), waiting, retries so far. */
+  parts(): { part: string; up: boolean; retrying: boolean; retries: number }[] {
+    const names = new Set([...this.succeeded, ...this.waits.keys()]);
+    return [...names].map((part) => ({
+      part,
+      up: this.succeeded.has(part) && !this.waits.has(part),
+      retrying: this.waits.has(part),
+      retries: this.retryCounts.get(part) ?? 0,
+    }));
+  }
+
   /** "waiting for kafka sink … since 08:12:03 (35 s): connection refused"; "" when all is well. */
   describe(): string {
+    return this.waitingFor().join("; ");
+  }
+
+  /** One "waiting for …" per part waiting now. */
+  waitingFor(): string[] {
     const now = Date.now();
     return [...this.waits].map(([part, w]) =>
       `waiting for ${part} since ${new Date(w.since).toISOString().slice(11, 19)} UTC ` +
       `(${formatSeconds(now - w.since)}): ${w.reason}`
-    ).join("; ");
+    );
   }
 }
 

@@ -5,7 +5,7 @@ import type { PredictionEncoder } from "../codecs/prediction.ts";
 import type { Model } from "../model/model.ts";
 import { Batcher } from "./batcher.ts";
 import type { Health } from "./health.ts";
-import type { Stats } from "./stats.ts";
+import type { DeadLetterReason, Stats } from "./stats.ts";
 import type { OutRecord, Refusal, Sink, Source, SourceEvent } from "./types.ts";
 
 export interface PipelineOptions {
@@ -26,6 +26,8 @@ export interface PipelineOptions {
   /** Payload bytes embedded in a dead-letter record (the rest is summarised by size and sha256). */
   deadLetterPayloadBytes?: number;
   stats: Stats;
+  /** Per-batch observations for the metrics' histograms (--http); absent, nothing is measured. */
+  observer?: BatchObserver;
   log: (message: string) => void;
   /** Where sources and sinks report fatal failures; the run stops at once on one. */
   health?: Health;
@@ -35,6 +37,14 @@ export interface PipelineOptions {
    * transaction holding those records with the acknowledged offsets).
    */
   transaction?: { intervalMs: number; commit(): Promise<"committed" | "rewound"> };
+}
+
+/** What the pipeline reports for histograms: per batch, and per event without allocating. */
+export interface BatchObserver {
+  batchSize(events: number): void;
+  inferenceSeconds(seconds: number): void;
+  /** Receipt → acknowledged (its records durable), per event. */
+  eventLatencySeconds(seconds: number): void;
 }
 
 /** Default payload bytes kept in a dead-letter record (--dlq-payload-bytes). */
@@ -190,6 +200,7 @@ export class Pipeline {
   private dispatch(batch: SourceEvent[]): void {
     const { stats, source, maxInFlight } = this.o;
     stats.batches++;
+    this.o.observer?.batchSize(batch.length);
     const done = this.inference.then(() => this.process(batch));
     // The next batch's inference waits for this one's (shared input buffer); not for its sink write.
     this.inference = done.then(() => undefined, () => undefined);
@@ -200,6 +211,7 @@ export class Pipeline {
       stats.inFlight = this.inFlight.size;
       if (this.inFlight.size < maxInFlight) {
         source.resume();
+        stats.sourcePaused = false;
         const waiter = this.capacityWaiter;
         this.capacityWaiter = undefined;
         waiter?.();
@@ -208,7 +220,10 @@ export class Pipeline {
     this.inFlight.add(tracked);
     stats.inFlight = this.inFlight.size;
     stats.notePeaks();
-    if (this.inFlight.size >= maxInFlight) source.pause();
+    if (this.inFlight.size >= maxInFlight) {
+      source.pause();
+      stats.sourcePaused = true;
+    }
   }
 
   /**
@@ -228,19 +243,22 @@ export class Pipeline {
       const event = batch[i];
       let reason: string | undefined;
       const size = event.oversize?.bytes ?? event.payload.length;
+      let kind: DeadLetterReason = "undecodable";
       if (size > maxPayloadBytes) {
         reason = `payload of ${size} bytes exceeds --max-payload-bytes ${maxPayloadBytes}`;
+        kind = "payload_too_large";
       } else {
         let text: string | undefined;
         try {
           text = strictUtf8.decode(event.payload);
         } catch {
           reason = "payload is not valid UTF-8";
+          kind = "invalid_utf8";
         }
         if (text !== undefined) reason = decoder.decode(text, this.input, rows * width, this.metas[rows]);
       }
       if (reason === undefined) this.rowEvents[rows++] = event;
-      else this.reject(dead, event, reason, now);
+      else this.reject(dead, event, reason, kind, now);
     }
 
     const records: OutRecord[] = new Array(rows);
@@ -248,14 +266,16 @@ export class Pipeline {
     const recordEvents: SourceEvent[] = new Array(rows);
     let kept = 0;
     if (rows > 0) {
+      const started = this.o.observer ? performance.now() : 0;
       const scores = await model.score(this.input, rows);
+      this.o.observer?.inferenceSeconds((performance.now() - started) / 1000);
       const ts = Date.now();
       const threshold = model.threshold;
       for (let r = 0; r < rows; r++) {
         const event = this.rowEvents[r];
         const score = scores[r];
         if (!Number.isFinite(score)) {
-          this.reject(dead, event, `model score is ${score} (non-finite input?)`, ts);
+          this.reject(dead, event, `model score is ${score} (non-finite input?)`, "non_finite_score", ts);
           continue;
         }
         if (threshold !== undefined && score > threshold) stats.anomalies++;
@@ -276,6 +296,13 @@ export class Pipeline {
     const durable = Promise.all(writes).then(() => {
       for (let i = 0; i < batch.length; i++) batch[i].ack();
       stats.acked += batch.length;
+      const observer = this.o.observer;
+      if (observer) {
+        const ackedAt = Date.now();
+        for (let i = 0; i < batch.length; i++) {
+          observer.eventLatencySeconds((ackedAt - batch[i].receivedAt) / 1000);
+        }
+      }
     });
     return { durable };
   }
@@ -288,10 +315,11 @@ export class Pipeline {
     if (!refused || refused.length === 0) return;
     const { stats } = this.o;
     stats.predictions -= refused.length;
+    stats.predictionsRefused += refused.length;
     const dead: OutRecord[] = [];
     const ts = Date.now();
     for (const { index, reason } of refused) {
-      this.reject(dead, events[index], `the sink refused the prediction: ${reason}`, ts);
+      this.reject(dead, events[index], `the sink refused the prediction: ${reason}`, "sink_refused", ts);
     }
     if (dead.length > 0 && this.o.deadLetter) {
       this.dropRefused(await this.o.deadLetter.send(dead), dead);
@@ -312,8 +340,15 @@ export class Pipeline {
   }
 
   /** Counts an unusable event and queues its dead-letter record (or logs it once per kind without a DLQ). */
-  private reject(dead: OutRecord[], event: SourceEvent, reason: string, ts: number): void {
+  private reject(
+    dead: OutRecord[],
+    event: SourceEvent,
+    reason: string,
+    kind: DeadLetterReason,
+    ts: number,
+  ): void {
     this.o.stats.deadLettered++;
+    this.o.stats.deadLetterReasons[kind]++;
     if (!this.o.deadLetter) {
       // Without a DLQ the event is still acknowledged (it can never succeed); say so once per kind.
       this.logOncePerKind(

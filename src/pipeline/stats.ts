@@ -1,4 +1,14 @@
-/** Counters of a run, read by the status line and the final summary. */
+/** Why an event was dead-lettered, as a metric label (edgeinfer_dead_letters_total{reason}). */
+export const DEAD_LETTER_REASONS = [
+  "payload_too_large",
+  "invalid_utf8",
+  "undecodable",
+  "non_finite_score",
+  "sink_refused",
+] as const;
+export type DeadLetterReason = typeof DEAD_LETTER_REASONS[number];
+
+/** Counters of a run, read by the status line, the final summary and the metrics (at scrape time). */
 export class Stats {
   /** When the first event arrived: throughput is measured from here, not from connecting. */
   firstEventAt: number | undefined;
@@ -9,11 +19,20 @@ export class Stats {
   predictions = 0;
   anomalies = 0;
   deadLettered = 0;
+  /** `deadLettered` by reason. */
+  readonly deadLetterReasons = Object.fromEntries(DEAD_LETTER_REASONS.map((r) => [r, 0])) as Record<
+    DeadLetterReason,
+    number
+  >;
+  /** Predictions the sink refused after scoring (taken off `predictions`; dead-lettered instead). */
+  predictionsRefused = 0;
   /** Dead-letter records the dead-letter sink refused for good (logged, then acknowledged). */
   dropped = 0;
   batches = 0;
   /** Batches between the batcher and a durable write (backpressure pauses the source at the limit). */
   inFlight = 0;
+  /** True while the pipeline holds the source (max-in-flight reached). */
+  sourcePaused = false;
   /** Highest `inFlight` seen, and highest number of events taken but not yet acknowledged. */
   peakInFlight = 0;
   peakHeld = 0;
