@@ -37,7 +37,9 @@ export async function modelCommand(argv: string[]): Promise<void> {
   }, true);
   const [action, file, ...extra] = positionals;
   if (action !== "publish") {
-    throw new UsageError(`model needs an action: publish (see 'edgeinfer model --help'), got '${action ?? ""}'`);
+    throw new UsageError(
+      `model needs an action: publish (see 'edgeinfer model --help'), got '${action ?? ""}'`,
+    );
   }
   if (file === undefined || extra.length > 0) {
     throw new UsageError("model publish needs exactly one FILE (see 'edgeinfer model --help')");
@@ -45,7 +47,12 @@ export async function modelCommand(argv: string[]): Promise<void> {
   if (values.to === undefined) throw new UsageError("model publish needs --to kafka://host:port/<topic>");
   const endpoint = parseEndpoint("--to", values.to);
   if (endpoint.kind !== "kafka") throw new UsageError("--to must be kafka://host:port/<topic>");
-  const q = readQuery("--to", endpoint.params, ["chunk-bytes", "client-id", "request-timeout-ms", ...SECURITY_PARAMS]);
+  const q = readQuery("--to", endpoint.params, [
+    "chunk-bytes",
+    "client-id",
+    "request-timeout-ms",
+    ...SECURITY_PARAMS,
+  ]);
   const chunkBytes = integerIn("--to", "chunk-bytes", q.get("chunk-bytes"), {
     min: 1,
     max: 100_000_000,
@@ -66,7 +73,8 @@ export async function modelCommand(argv: string[]): Promise<void> {
   } catch (err) {
     throw new UsageError(`model publish: '${file}' is not an ONNX model (${(err as Error).message})`);
   }
-  const name = values.name ?? metadata["edgeinfer.name"] ?? file.split(/[\\/]/).pop()!.replace(/\.onnx$/i, "");
+  const name = values.name ?? metadata["edgeinfer.name"] ??
+    file.split(/[\\/]/).pop()!.replace(/\.onnx$/i, "");
   const version = values.version ?? metadata["edgeinfer.version"];
   if (version === undefined || version === "") {
     throw new UsageError(`model publish: '${file}' has no edgeinfer.version metadata: give --version V`);

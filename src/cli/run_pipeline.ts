@@ -93,7 +93,9 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
       return Promise.resolve();
     }
     return models.reloadFile(locateModel(s.model)).then((result) => {
-      if (result === "unchanged") logAlways(`model file ${s.model} unchanged (same sha256): nothing to reload`);
+      if (result === "unchanged") {
+        logAlways(`model file ${s.model} unchanged (same sha256): nothing to reload`);
+      }
     });
   };
   const stopReloads = control.onReload(() => void reloadFile());

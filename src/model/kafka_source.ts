@@ -15,7 +15,7 @@ import { baseClientOptions, DEFAULT_REQUEST_TIMEOUT_MS, describeKafkaError } fro
 import { type KafkaSecurity, kafkaSecurity, SECURITY_PARAMS } from "../kafka/security.ts";
 import { Model, type ModelOverrides } from "./model.ts";
 import type { ModelSwapper } from "./swap.ts";
-import { MODEL_HEADER, type ModelEnvelope, ModelAssembler, sha256Hex } from "./wire.ts";
+import { MODEL_HEADER, ModelAssembler, type ModelEnvelope, sha256Hex } from "./wire.ts";
 
 /** How long a start waits to read the model topic to its end before it starts with what it has. */
 export const START_WAIT_MS = 5000;
@@ -43,9 +43,12 @@ export class KafkaModelSource {
   private consumer: Consumer | undefined;
   private stopped = false;
   private outage = false;
-  private caughtUp!: () => void;
-  private readonly reachedEnd = new Promise<void>((resolve) => this.caughtUp = resolve);
+  /** Settles once: true when the topic was read to its end, false when the first attempt failed. */
+  private settle!: (reachedEnd: boolean) => void;
+  private readonly started = new Promise<boolean>((resolve) => this.settle = resolve);
   private loop: Promise<void> | undefined;
+  private retryTimer: ReturnType<typeof setTimeout> | undefined;
+  private wakeRetry: (() => void) | undefined;
 
   constructor(
     url: string,
@@ -55,7 +58,9 @@ export class KafkaModelSource {
     const flag = "--model-source";
     const endpoint = parseEndpoint(flag, url);
     if (endpoint.kind !== "kafka") {
-      throw new UsageError(`${flag} must be kafka://host:port/<topic> (the topic 'edgeinfer model publish' writes)`);
+      throw new UsageError(
+        `${flag} must be kafka://host:port/<topic> (the topic 'edgeinfer model publish' writes)`,
+      );
     }
     const q = readQuery(flag, endpoint.params, ["client-id", "request-timeout-ms", ...SECURITY_PARAMS]);
     this.brokers = endpoint.brokers;
@@ -82,7 +87,7 @@ export class KafkaModelSource {
     this.loop = this.follow();
     let timer: ReturnType<typeof setTimeout> | undefined;
     const reached = await Promise.race([
-      this.reachedEnd.then(() => true),
+      this.started,
       new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), START_WAIT_MS)),
     ]);
     clearTimeout(timer);
@@ -95,7 +100,9 @@ export class KafkaModelSource {
           version: envelope.version,
         });
         this.appliedPublished = envelope.published;
-        this.log(`model ${model.describe()} from ${this.description} (sha256 ${envelope.sha256.slice(0, 12)}…)`);
+        this.log(
+          `model ${model.describe()} from ${this.description} (sha256 ${envelope.sha256.slice(0, 12)}…)`,
+        );
         await this.writeCache(this.newest);
         return model;
       } catch (err) {
@@ -120,7 +127,9 @@ export class KafkaModelSource {
     }
     if (modelPath === undefined) {
       throw new UsageError(
-        `${why} and ${this.cacheDir ? `--model-cache ${this.cacheDir} holds no good model` : "no --model-cache"}: ` +
+        `${why} and ${
+          this.cacheDir ? `--model-cache ${this.cacheDir} holds no good model` : "no --model-cache"
+        }: ` +
           `give --model PATH as the first model`,
       );
     }
@@ -136,7 +145,9 @@ export class KafkaModelSource {
 
   async close(): Promise<void> {
     this.stopped = true;
-    this.caughtUp();
+    this.settle(false);
+    clearTimeout(this.retryTimer);
+    this.wakeRetry?.();
     await this.consumer?.close(true).catch(() => {});
     await this.loop;
     await this.offering;
@@ -176,10 +187,16 @@ export class KafkaModelSource {
           );
         }
         this.outage = true;
+        this.settle(false);
       }
       await this.consumer?.close(true).catch(() => {});
       this.consumer = undefined;
-      if (!this.stopped) await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
+      if (!this.stopped) {
+        await new Promise<void>((resolve) => {
+          this.wakeRetry = resolve;
+          this.retryTimer = setTimeout(resolve, RETRY_MS);
+        });
+      }
     }
   }
 
@@ -200,7 +217,7 @@ export class KafkaModelSource {
     const assembler = new ModelAssembler();
     const reachedEnd = () => {
       for (const line of assembler.incomplete()) this.log(`model source: ${line}, ignored until complete`);
-      this.caughtUp();
+      this.settle(true);
     };
     if (pending.size === 0) reachedEnd();
     const stream = await consumer.consume({ topics: [this.topic], mode: MessagesStreamModes.EARLIEST });

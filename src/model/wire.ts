@@ -131,24 +131,35 @@ export class ModelAssembler {
     }
     if (p.parts[envelope.chunk] === undefined) p.have++;
     p.parts[envelope.chunk] = value;
-    if (p.envelope.published < envelope.published) p.envelope = { ...p.envelope, published: envelope.published };
+    if (p.envelope.published < envelope.published) {
+      p.envelope = { ...p.envelope, published: envelope.published };
+    }
     if (p.have < envelope.chunks) return { kind: "pending" };
     this.partial.delete(id);
     const bytes = new Uint8Array(envelope.bytes);
     let at = 0;
     for (const part of p.parts as Uint8Array[]) {
       if (at + part.length > bytes.length) {
-        return { kind: "ignored", reason: `${label}: its chunks hold more than the ${envelope.bytes} bytes announced` };
+        return {
+          kind: "ignored",
+          reason: `${label}: its chunks hold more than the ${envelope.bytes} bytes announced`,
+        };
       }
       bytes.set(part, at);
       at += part.length;
     }
     if (at !== envelope.bytes) {
-      return { kind: "ignored", reason: `${label}: its chunks hold ${at} bytes, not the ${envelope.bytes} announced` };
+      return {
+        kind: "ignored",
+        reason: `${label}: its chunks hold ${at} bytes, not the ${envelope.bytes} announced`,
+      };
     }
     const actual = sha256Hex(bytes);
     if (actual !== envelope.sha256) {
-      return { kind: "ignored", reason: `${label}: checksum mismatch (the chunks' sha256 is ${actual.slice(0, 12)}…)` };
+      return {
+        kind: "ignored",
+        reason: `${label}: checksum mismatch (the chunks' sha256 is ${actual.slice(0, 12)}…)`,
+      };
     }
     return { kind: "complete", envelope: p.envelope, bytes };
   }

@@ -1,0 +1,163 @@
+/**
+ * Model hot swap on the real Kafka: Kafka → Kafka with a steady feed over 3 partitions; the model file is
+ * replaced and SIGHUP sent (or, with --watch-model, the change alone). Each event is scored once, by one
+ * model, and within each input partition the versions change at one point (all v1, then all v2).
+ */
+import assert from "node:assert/strict";
+import { type RunningCli, spawnCli } from "../cli/run_cli.ts";
+import { linearModel } from "../fixtures/linear_model.ts";
+import { createTopic, KAFKA_BROKERS, LiveOutput, SteadyFeed, uniqueName } from "./brokers.ts";
+
+const KAFKA = KAFKA_BROKERS.join(",");
+const PARTITIONS = 3;
+
+/** v1 scores a, v2 scores a + 1000: the score tells which model scored an event. */
+const V1 = linearModel({ features: ["a"], weights: [1], bias: 0, name: "swap", version: "1" });
+const V2 = linearModel({ features: ["a"], weights: [1], bias: 1000, name: "swap", version: "2" });
+
+export interface Scored {
+  id: number;
+  version: string;
+  score: number;
+  partition: number;
+  offset: number;
+}
+
+export function readScored(message: { value: Buffer | null; headers?: Record<string, unknown> }): Scored {
+  const record = JSON.parse(String(message.value));
+  const source = /^kafka:[^/]+\/(\d+)\/(\d+)$/.exec(String(message.headers?.["edgeinfer-source"] ?? ""));
+  assert.ok(source, "edgeinfer-source header");
+  return {
+    id: record.id,
+    version: record.model.version,
+    score: record.score,
+    partition: Number(source[1]),
+    offset: Number(source[2]),
+  };
+}
+
+/** Within each input partition, in input order, the versions never go back: `before` until one point, then `after`. */
+export function assertOneSwitch(records: Scored[], before: string, after: string): void {
+  for (let p = 0; p < PARTITIONS; p++) {
+    const inOrder = records.filter((r) => r.partition === p).sort((a, b) => a.offset - b.offset);
+    const firstAfter = inOrder.findIndex((r) => r.version === after);
+    assert.ok(firstAfter > 0, `partition ${p}: scored by ${before} first, then by ${after}`);
+    for (const [i, r] of inOrder.entries()) {
+      assert.equal(r.version, i < firstAfter ? before : after, `partition ${p} offset ${r.offset}`);
+    }
+  }
+}
+
+/** Every event fed, scored exactly once, its score the one of the version its record names. */
+export function assertEachScoredOnce(output: LiveOutput<Scored>, fed: number, bias: Record<string, number>) {
+  assert.equal(output.covered(), fed, "every event scored");
+  assert.equal(output.duplicates(), 0, "no event scored twice");
+  assert.equal(output.count, fed);
+  for (const r of output.records) assert.equal(r.score, (r.id % 100) + bias[r.version], `event ${r.id}`);
+}
+
+async function waitFor(what: string, condition: () => boolean, run: RunningCli, ms = 30_000) {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; stderr:\n${run.stderr()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function replaceAtomically(path: string, bytes: Uint8Array) {
+  await Deno.writeFile(`${path}.tmp`, bytes);
+  await Deno.rename(`${path}.tmp`, path);
+}
+
+async function start(extra: string[]) {
+  const input = uniqueName("swap-in");
+  const output = uniqueName("swap-out");
+  await createTopic(input, PARTITIONS);
+  await createTopic(output, PARTITIONS);
+  const dir = await Deno.makeTempDir();
+  const model = `${dir}/model.onnx`;
+  await Deno.writeFile(model, V1);
+  const feed = new SteadyFeed(input, { rate: 600, tickMs: 20, partitions: PARTITIONS });
+  const run = spawnCli([
+    "run",
+    "--model",
+    model,
+    "--source",
+    `kafka://${KAFKA}/${input}?group=${uniqueName("swap")}`,
+    "--sink",
+    `kafka://${KAFKA}/${output}`,
+    "--batch-size",
+    "32",
+    "--status-every",
+    "1",
+    ...extra,
+  ]);
+  const live = await LiveOutput.start(output, readScored);
+  return { feed, run, live, model, dir };
+}
+
+Deno.test("model swap: SIGHUP after the file was replaced swaps at a batch boundary, no event lost or scored twice", async () => {
+  const { feed, run, live, model, dir } = await start([]);
+  try {
+    await waitFor("predictions of v1", () => live.count > 500, run);
+    await replaceAtomically(model, V2);
+    run.child.kill("SIGHUP");
+    await run.waitForStderr(/model swapped: swap v1 → swap v2 \(sha256 [0-9a-f]{12}…, from .*model\.onnx\)/);
+    await waitFor("predictions of v2", () => live.records.filter((r) => r.version === "2").length > 500, run);
+    // SIGHUP with the same file: nothing to do.
+    run.child.kill("SIGHUP");
+    await run.waitForStderr(/model file .* unchanged \(same sha256\): nothing to reload/);
+    await feed.stop();
+    await waitFor("every event scored", () => live.covered() >= feed.count, run);
+    run.child.kill("SIGTERM");
+    assert.equal(await run.exit(), 0, run.stderr());
+    await new Promise((r) => setTimeout(r, 500)); // a duplicate would have arrived by now
+    assertEachScoredOnce(live, feed.count, { "1": 0, "2": 1000 });
+    assertOneSwitch(live.records, "1", "2");
+  } finally {
+    if (run.exited === undefined) run.child.kill("SIGKILL");
+    await run.exit();
+    await feed.stop().catch(() => {});
+    await live.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("model swap: --watch-model refuses a corrupt and an incompatible model with one line each and keeps scoring with v1, then swaps", async () => {
+  const { feed, run, live, model, dir } = await start(["--watch-model"]);
+  try {
+    await run.waitForStderr(/watching the model file/);
+    await waitFor("predictions of v1", () => live.count > 300, run);
+    await replaceAtomically(model, new TextEncoder().encode("this is not an ONNX model"));
+    await run.waitForStderr(
+      /model reload failed: '.*model\.onnx' is not an ONNX model .*; still scoring with swap v1\n/,
+    );
+    await replaceAtomically(
+      model,
+      linearModel({ features: ["a", "b"], weights: [1, 1], bias: 0, name: "swap", version: "3" }),
+    );
+    await run.waitForStderr(
+      /model reload refused: '.*model\.onnx' \(swap v3\) does not fit: input width 2 differs from the running model's 1; still scoring with swap v1\n/,
+    );
+    // Scoring goes on, with v1.
+    const seen = live.count;
+    await waitFor("more predictions after the refusals", () => live.count > seen + 300, run);
+    assert.ok(live.records.every((r) => r.version === "1"));
+    await replaceAtomically(model, V2);
+    await run.waitForStderr(/model swapped: swap v1 → swap v2/);
+    await waitFor("predictions of v2", () => live.records.some((r) => r.version === "2"), run);
+    await feed.stop();
+    await waitFor("every event scored", () => live.covered() >= feed.count, run);
+    run.child.kill("SIGTERM");
+    assert.equal(await run.exit(), 0, run.stderr());
+    assertEachScoredOnce(live, feed.count, { "1": 0, "2": 1000 });
+    assertOneSwitch(live.records, "1", "2");
+    assert.equal(run.stderr().match(/model reload/g)?.length, 2, "one line per refusal");
+  } finally {
+    if (run.exited === undefined) run.child.kill("SIGKILL");
+    await run.exit();
+    await feed.stop().catch(() => {});
+    await live.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
