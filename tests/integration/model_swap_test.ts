@@ -4,65 +4,16 @@
  * model, and within each input partition the versions change at one point (all v1, then all v2).
  */
 import assert from "node:assert/strict";
-import { type RunningCli, spawnCli } from "../cli/run_cli.ts";
+import { spawnCli } from "../cli/run_cli.ts";
 import { linearModel } from "../fixtures/linear_model.ts";
-import { createTopic, KAFKA_BROKERS, LiveOutput, SteadyFeed, uniqueName } from "./brokers.ts";
+import { createTopic, KAFKA_BROKERS, LiveOutput, produce, SteadyFeed, uniqueName } from "./brokers.ts";
+import { assertEachScoredOnce, assertOneSwitch, PARTITIONS, readScored, waitFor } from "./scored.ts";
 
 const KAFKA = KAFKA_BROKERS.join(",");
-const PARTITIONS = 3;
 
 /** v1 scores a, v2 scores a + 1000: the score tells which model scored an event. */
 const V1 = linearModel({ features: ["a"], weights: [1], bias: 0, name: "swap", version: "1" });
 const V2 = linearModel({ features: ["a"], weights: [1], bias: 1000, name: "swap", version: "2" });
-
-export interface Scored {
-  id: number;
-  version: string;
-  score: number;
-  partition: number;
-  offset: number;
-}
-
-export function readScored(message: { value: Buffer | null; headers?: Record<string, unknown> }): Scored {
-  const record = JSON.parse(String(message.value));
-  const source = /^kafka:[^/]+\/(\d+)\/(\d+)$/.exec(String(message.headers?.["edgeinfer-source"] ?? ""));
-  assert.ok(source, "edgeinfer-source header");
-  return {
-    id: record.id,
-    version: record.model.version,
-    score: record.score,
-    partition: Number(source[1]),
-    offset: Number(source[2]),
-  };
-}
-
-/** Within each input partition, in input order, the versions never go back: `before` until one point, then `after`. */
-export function assertOneSwitch(records: Scored[], before: string, after: string): void {
-  for (let p = 0; p < PARTITIONS; p++) {
-    const inOrder = records.filter((r) => r.partition === p).sort((a, b) => a.offset - b.offset);
-    const firstAfter = inOrder.findIndex((r) => r.version === after);
-    assert.ok(firstAfter > 0, `partition ${p}: scored by ${before} first, then by ${after}`);
-    for (const [i, r] of inOrder.entries()) {
-      assert.equal(r.version, i < firstAfter ? before : after, `partition ${p} offset ${r.offset}`);
-    }
-  }
-}
-
-/** Every event fed, scored exactly once, its score the one of the version its record names. */
-export function assertEachScoredOnce(output: LiveOutput<Scored>, fed: number, bias: Record<string, number>) {
-  assert.equal(output.covered(), fed, "every event scored");
-  assert.equal(output.duplicates(), 0, "no event scored twice");
-  assert.equal(output.count, fed);
-  for (const r of output.records) assert.equal(r.score, (r.id % 100) + bias[r.version], `event ${r.id}`);
-}
-
-async function waitFor(what: string, condition: () => boolean, run: RunningCli, ms = 30_000) {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; stderr:\n${run.stderr()}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 async function replaceAtomically(path: string, bytes: Uint8Array) {
   await Deno.writeFile(`${path}.tmp`, bytes);
@@ -158,6 +109,62 @@ Deno.test("model swap: --watch-model refuses a corrupt and an incompatible model
     await run.exit();
     await feed.stop().catch(() => {});
     await live.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("model swap: with several pipelines, SIGHUP reloads each pipeline's model, each checked on its own", async () => {
+  const dir = await Deno.makeTempDir();
+  const inputs = { a: uniqueName("swap-a"), b: uniqueName("swap-b") };
+  for (const topic of Object.values(inputs)) await createTopic(topic, 1);
+  await Deno.writeFile(`${dir}/a.onnx`, V1);
+  await Deno.writeFile(`${dir}/b.onnx`, V1);
+  await Deno.writeTextFile(
+    `${dir}/edge.yaml`,
+    [
+      "status-every: 0.5",
+      "batch-size: 8",
+      "pipelines:",
+      ...["a", "b"].flatMap((name) => [
+        `  ${name}:`,
+        `    model: ${dir}/${name}.onnx`,
+        `    source: kafka://${KAFKA}/${inputs[name as "a" | "b"]}?group=${uniqueName("swap")}`,
+        `    sink: file:${dir}/${name}.out`,
+      ]),
+    ].join("\n"),
+  );
+  const events = (from: number) =>
+    Array.from({ length: 10 }, (_, i) => ({ value: JSON.stringify({ id: from + i, a: from + i }) }));
+  const run = spawnCli(["run", "--config", `${dir}/edge.yaml`]);
+  try {
+    await produce(inputs.a, events(0));
+    await produce(inputs.b, events(0));
+    await run.waitForStderr(/\[a\] status: 10 events acked/);
+    await run.waitForStderr(/\[b\] status: 10 events acked/);
+    await replaceAtomically(`${dir}/a.onnx`, V2);
+    await replaceAtomically(
+      `${dir}/b.onnx`,
+      linearModel({ features: ["b"], weights: [1], bias: 0, name: "swap", version: "4" }),
+    );
+    run.child.kill("SIGHUP");
+    await run.waitForStderr(/\[a\] model swapped: swap v1 → swap v2/);
+    await run.waitForStderr(
+      /\[b\] model reload refused: .* \(swap v4\) does not fit: features b differ from the running model's a .*; still scoring with swap v1\n/,
+    );
+    await produce(inputs.a, events(10));
+    await produce(inputs.b, events(10));
+    await run.waitForStderr(/\[a\] status: 20 events acked/);
+    await run.waitForStderr(/\[b\] status: 20 events acked/);
+    run.child.kill("SIGTERM");
+    assert.equal(await run.exit(), 0, run.stderr());
+    const versions = async (name: string) =>
+      (await Deno.readTextFile(`${dir}/${name}.out`)).trim().split("\n").map((l) => JSON.parse(l))
+        .sort((x, y) => x.id - y.id).map((r) => r.model.version).join("");
+    assert.equal(await versions("a"), "1".repeat(10) + "2".repeat(10));
+    assert.equal(await versions("b"), "1".repeat(20));
+  } finally {
+    if (run.exited === undefined) run.child.kill("SIGKILL");
+    await run.exit();
     await Deno.remove(dir, { recursive: true });
   }
 });
