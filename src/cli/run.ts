@@ -11,7 +11,8 @@ export const RUN_HELP = `edgeinfer run: score a stream of events with an ONNX mo
 Usage: edgeinfer run --model PATH --source URL [--sink URL] [options]
 
 Model and input
-  --model PATH            ONNX model file (required unless --model-source and a cached model)
+  --model PATH            ONNX model file (required without --model-source; with it, the first
+                          model of a gateway that never read the topic and has no cache)
   --watch-model           reload the model when its file changes (publish with an atomic mv);
                           SIGHUP reloads it too. A new model must read the same features (same
                           input width); one that does not, or cannot be loaded, is refused and

@@ -10,9 +10,15 @@
 import { Consumer, MessagesStreamModes } from "@platformatic/kafka";
 import { parseEndpoint } from "../config/endpoint.ts";
 import { integerIn, readQuery } from "../config/query.ts";
-import { UsageError } from "../errors.ts";
-import { baseClientOptions, DEFAULT_REQUEST_TIMEOUT_MS, describeKafkaError } from "../kafka/client.ts";
-import { type KafkaSecurity, kafkaSecurity, SECURITY_PARAMS } from "../kafka/security.ts";
+import { RuntimeError, UsageError } from "../errors.ts";
+import {
+  baseClientOptions,
+  DEFAULT_REQUEST_TIMEOUT_MS,
+  describeKafkaError,
+  isRetriableKafkaError,
+  isSecurityFailure,
+} from "../kafka/client.ts";
+import { describeSecurity, type KafkaSecurity, kafkaSecurity, SECURITY_PARAMS } from "../kafka/security.ts";
 import { Model, type ModelOverrides } from "./model.ts";
 import type { ModelSwapper } from "./swap.ts";
 import { MODEL_HEADER, ModelAssembler, type ModelEnvelope, sha256Hex } from "./wire.ts";
@@ -43,6 +49,11 @@ export class KafkaModelSource {
   private consumer: Consumer | undefined;
   private stopped = false;
   private outage = false;
+  /** A refusal (login, certificate, authorization) at the first attempt: the start fails with it. */
+  private refusal: RuntimeError | undefined;
+  private lastFailure: string | undefined;
+  /** Until start() has chosen the first model. */
+  private starting = true;
   /** Settles once: true when the topic was read to its end, false when the first attempt failed. */
   private settle!: (reachedEnd: boolean) => void;
   private readonly started = new Promise<boolean>((resolve) => this.settle = resolve);
@@ -76,7 +87,7 @@ export class KafkaModelSource {
   }
 
   get description(): string {
-    return `kafka://${this.brokers.join(",")}/${this.topic}`;
+    return `kafka://${this.brokers.join(",")}/${this.topic}${describeSecurity(this.security)}`;
   }
 
   /**
@@ -91,6 +102,11 @@ export class KafkaModelSource {
       new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), START_WAIT_MS)),
     ]);
     clearTimeout(timer);
+    this.starting = false;
+    if (this.refusal) {
+      await this.close();
+      throw this.refusal;
+    }
     if (this.newest) {
       const { envelope, bytes } = this.newest;
       try {
@@ -109,7 +125,11 @@ export class KafkaModelSource {
         this.log(`model from ${this.description} cannot be loaded, ignored: ${(err as Error).message}`);
       }
     }
-    const why = reached ? `${this.description} holds no good model` : `${this.description} is unreachable`;
+    const why = reached
+      ? `${this.description} holds no good model`
+      : `${this.description} cannot be read (${
+        this.lastFailure ?? `no answer within ${START_WAIT_MS / 1000} s`
+      })`;
     const cached = await this.readCache();
     if (cached) {
       try {
@@ -179,12 +199,17 @@ export class KafkaModelSource {
         await this.readOnce();
       } catch (err) {
         if (this.stopped) break;
+        const reason = describeKafkaError(err, this.brokers, this.topic, this.security);
+        // A refused login or certificate is a mistake to fix, not an outage: at start it ends the run.
+        if (this.starting && (isSecurityFailure(err) || !isRetriableKafkaError(err))) {
+          // Reported by start(), which fails with it.
+          this.refusal ??= new RuntimeError(`--model-source ${this.description}: ${reason}`);
+          this.settle(false);
+          break;
+        }
+        this.lastFailure = reason;
         if (!this.outage) {
-          this.log(
-            `model source ${this.description}: ${
-              describeKafkaError(err, this.brokers, this.topic, this.security)
-            }; retrying every ${RETRY_MS / 1000} s`,
-          );
+          this.log(`model source ${this.description}: ${reason}; retrying every ${RETRY_MS / 1000} s`);
         }
         this.outage = true;
         this.settle(false);

@@ -143,7 +143,7 @@ Deno.test("model over Kafka: publish → the running pipeline swaps; a tampered 
   assert.equal(offline.code, 0, offline.stderr);
   assert.match(
     offline.stderr,
-    /kafka:\/\/127\.0\.0\.1:1\/.* is unreachable: starting with the cached model fleet v2 from /,
+    /kafka:\/\/127\.0\.0\.1:1\/.* cannot be read \(.*\): starting with the cached model fleet v2 from /,
   );
   const record = JSON.parse(offline.stdout);
   assert.deepEqual([record.score, record.model], [1005, { name: "fleet", version: "2" }]);
@@ -153,6 +153,85 @@ Deno.test("model over Kafka: publish → the running pipeline swaps; a tampered 
     stdin: "",
   });
   assert.equal(nothing.code, 2, nothing.stderr);
-  assert.match(nothing.stderr, /is unreachable and no --model-cache: give --model PATH as the first model/);
+  assert.match(
+    nothing.stderr,
+    /cannot be read \(.*\) and no --model-cache: give --model PATH as the first model/,
+  );
   await Deno.remove(cache, { recursive: true });
+});
+
+const STATE = Deno.env.get("EDGEINFER_STATE") ?? "/tmp/edgeinfer-services";
+function saslCredentials(): { user: string; password: string } | undefined {
+  try {
+    const text = Deno.readTextFileSync(`${STATE}/credentials.env`);
+    Deno.statSync(`${STATE}/tls/ca.pem`);
+    const get = (name: string) => new RegExp(`^${name}=(.*)$`, "m").exec(text)?.[1];
+    const [user, password] = [get("KAFKA_USER"), get("KAFKA_PASSWORD")];
+    return user && password ? { user, password } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+const sasl = saslCredentials();
+if (!sasl) {
+  console.warn(`model_kafka_test: SKIPPING the SASL_SSL test: no ${STATE}/credentials.env (services.sh up)`);
+}
+
+Deno.test({
+  name:
+    "model over Kafka: publish and read over SASL_SSL (SCRAM-SHA-512); a wrong password ends the start with one line",
+  ignore: !sasl,
+  async fn() {
+    const listener = `${KAFKA_BROKERS[0].replace(/:\d+$/, "")}:${
+      Number(KAFKA_BROKERS[0].split(":").pop()) + 2
+    }`;
+    const query = `tls=true&ca=${STATE}/tls/ca.pem&sasl=scram-sha-512&username=${sasl!.user}`;
+    const topic = uniqueName("edgeinfer-models-secure");
+    const model = await linearModelFile({
+      features: ["a"],
+      weights: [1],
+      bias: 7,
+      name: "secure",
+      version: "5",
+    });
+    const env = { EDGEINFER_KAFKA_PASSWORD: sasl!.password };
+    const published = await runCli(
+      ["model", "publish", model, "--to", `kafka://${listener}/${topic}?${query}&chunk-bytes=100`],
+      { env },
+    );
+    assert.equal(published.code, 0, published.stderr);
+    const run = await runCli([
+      "run",
+      "--model-source",
+      `kafka://${listener}/${topic}?${query}`,
+      "--source",
+      "-",
+    ], {
+      env,
+      stdin: '{"id":1,"a":5}\n',
+    });
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stderr, /model secure v5 from kafka:\/\/.* \(TLS, SASL SCRAM-SHA-512 as .*\)/);
+    assert.deepEqual(JSON.parse(run.stdout).model, { name: "secure", version: "5" });
+    assert.equal(JSON.parse(run.stdout).score, 12);
+    const refused = await runCli([
+      "run",
+      "--model-source",
+      `kafka://${listener}/${topic}?${query}`,
+      "--source",
+      "-",
+    ], {
+      env: { EDGEINFER_KAFKA_PASSWORD: "wrong" },
+      stdin: "",
+    });
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.match(
+      refused.stderr,
+      /^edgeinfer: error: --model-source .* login as .* refused .*check --model-source username= and the password/,
+    );
+    assert.equal(refused.stderr.trim().split("\n").length, 1, refused.stderr);
+    for (const out of [published.stdout + published.stderr, run.stderr, refused.stderr]) {
+      assert.ok(!out.includes(sasl!.password), "no password in the output");
+    }
+  },
 });
