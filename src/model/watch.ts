@@ -6,6 +6,7 @@
  * the running model in place, and the next change is picked up.
  */
 import { basename, dirname, resolve } from "node:path";
+import { UsageError } from "../errors.ts";
 
 export const DEBOUNCE_MS = 500;
 
@@ -13,7 +14,12 @@ export const DEBOUNCE_MS = 500;
 export function watchModelFile(path: string, onChange: () => Promise<unknown>): () => void {
   const file = resolve(path);
   const name = basename(file);
-  const watcher = Deno.watchFs(dirname(file), { recursive: false });
+  let watcher: Deno.FsWatcher;
+  try {
+    watcher = Deno.watchFs(dirname(file), { recursive: false });
+  } catch (err) {
+    throw new UsageError(`--watch-model cannot watch ${dirname(file)}: ${(err as Error).message}`);
+  }
   let timer: ReturnType<typeof setTimeout> | undefined;
   let last = "";
   let stopped = false;
