@@ -44,6 +44,13 @@ const COMMANDS: Record<string, Command> = {
       return { help: m.PROBE_HELP, run: m.probeCommand };
     },
   },
+  model: {
+    summary: "publish a model to a Kafka topic for run --model-source",
+    load: async () => {
+      const m = await import("./model.ts");
+      return { help: m.MODEL_HELP, run: m.modelCommand };
+    },
+  },
   bench: {
     summary: "measure a model's rows/s and latency per batch size, or a source → sink run",
     load: async () => {

@@ -11,7 +11,18 @@ export const RUN_HELP = `edgeinfer run: score a stream of events with an ONNX mo
 Usage: edgeinfer run --model PATH --source URL [--sink URL] [options]
 
 Model and input
-  --model PATH            ONNX model file (required)
+  --model PATH            ONNX model file (required without --model-source; with it, the first
+                          model of a gateway that never read the topic and has no cache)
+  --watch-model           reload the model when its file changes (publish with an atomic mv);
+                          SIGHUP reloads it too. A new model must read the same features (same
+                          input width); one that does not, or cannot be loaded, is refused and
+                          the running one kept. Each batch is scored by one model, named in its
+                          predictions
+  --model-source URL      kafka://host:port/<topic>[?client-id=ID&tls=true&sasl=…]: models published
+                          with 'edgeinfer model publish' to a compacted topic; the newest good one
+                          (sha256 verified) is swapped in as it arrives
+  --model-cache DIR       keep the last good model from --model-source in DIR: a start without
+                          uplink scores with it
   --format json|delimited payload format (default json)
                             json:      a JSON object; features are read by field name
                             delimited: <id>,<v1>#<v2>#... (the KSQL UDF stream); values in column order
@@ -111,6 +122,9 @@ Examples
 /** `run`'s flags; a config file's keys are these names (src/config/file.ts). */
 export const RUN_FLAGS = {
   model: { type: "string" },
+  "watch-model": { type: "boolean", default: false },
+  "model-source": { type: "string" },
+  "model-cache": { type: "string" },
   source: { type: "string" },
   sink: { type: "string", default: "-" },
   dlq: { type: "string" },

@@ -9,7 +9,7 @@ import type { Stats } from "../pipeline/stats.ts";
 import type { ProcessSettings } from "./run_settings.ts";
 import { Metrics } from "../observe/metrics.ts";
 import { type ObserveServer, serveObserve } from "../observe/http.ts";
-import { onShutdownSignal } from "./signals.ts";
+import { onReloadSignal, onShutdownSignal } from "./signals.ts";
 
 /** What the deadline message reports of a running pipeline. */
 interface Running {
@@ -24,6 +24,7 @@ export class RunControl {
   /** Aborted when the shutdown deadline passes: in-flight batches are then given up (unacknowledged). */
   readonly abandon = new AbortController();
   private readonly running = new Set<Running>();
+  private readonly reloaders = new Set<() => void>();
   private deadline: ReturnType<typeof setTimeout> | undefined;
   /** With --http: the process's metrics, which each pipeline adds its own to. */
   readonly metrics: Metrics | undefined;
@@ -41,6 +42,17 @@ export class RunControl {
   track(running: Running): () => void {
     this.running.add(running);
     return () => this.running.delete(running);
+  }
+
+  /** Called on SIGHUP (each pipeline reloads its model) until the returned function is called. */
+  onReload(reload: () => void): () => void {
+    this.reloaders.add(reload);
+    return () => this.reloaders.delete(reload);
+  }
+
+  /** SIGHUP: every pipeline reloads its own model, each checked on its own. */
+  reload(): void {
+    for (const reload of this.reloaders) reload();
   }
 
   /** A pipeline failed for good: with several, the others are drained too (the run exits 1). */
@@ -98,6 +110,7 @@ export async function runAll(
     control.armDeadline("shutdown");
     control.shutdown.abort();
   });
+  const stopReloads = onReloadSignal(() => control.reload());
   try {
     if (!control.several) return await runOne(names[0], control);
     let failure: Error | undefined;
@@ -114,6 +127,7 @@ export async function runAll(
     if (failure !== undefined) throw failure;
   } finally {
     stopSignals();
+    stopReloads();
     control.dispose();
     await server?.close();
   }

@@ -6,6 +6,10 @@ import { PredictionEncoder } from "../codecs/prediction.ts";
 import { RuntimeError, UsageError } from "../errors.ts";
 import { logLine } from "../log.ts";
 import { Model } from "../model/model.ts";
+import { locateModel } from "../model/locate.ts";
+import { ModelSwapper } from "../model/swap.ts";
+import { watchModelFile } from "../model/watch.ts";
+import { KafkaModelSource } from "../model/kafka_source.ts";
 import { Pipeline } from "../pipeline/pipeline.ts";
 import { Stats } from "../pipeline/stats.ts";
 import type { Sink } from "../pipeline/types.ts";
@@ -15,8 +19,6 @@ import { Health } from "../pipeline/health.ts";
 import { DiskBuffer } from "../buffer/buffer.ts";
 import type { RunControl } from "./run_control.ts";
 import type { PipelineSettings } from "./run_settings.ts";
-import { fileSha256 } from "../observe/metrics.ts";
-import { locateModel } from "../model/locate.ts";
 
 export async function runPipeline(name: string, s: PipelineSettings, control: RunControl): Promise<void> {
   const label = control.label(name);
@@ -44,22 +46,30 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
   };
   const eos = s.exactlyOnce ? exactlyOnce({ source: s.source, sink: s.sink, dlq: s.dlq }, limits) : undefined;
   const source = eos?.source ?? createSource(s.source, limits);
-  const model = await Model.load(s.model, {
+  const overrides = {
     features: s.features,
     threshold: s.threshold,
     scoreOutput: s.scoreOutput,
     threads: s.threads,
-  });
-  metrics?.modelLoaded({
-    name: model.name,
-    version: model.version,
-    sha256: await fileSha256(locateModel(s.model)),
-  });
+  };
+  const modelSource = s.modelSource === undefined
+    ? undefined
+    : new KafkaModelSource(s.modelSource, s.modelCache, logAlways);
+  let model: Model;
+  try {
+    model = modelSource ? await modelSource.start(s.model, overrides) : await Model.load(s.model!, overrides);
+  } catch (err) {
+    await modelSource?.close();
+    throw err;
+  }
+  const modelLabel = s.model ?? s.modelSource!;
   let decoder: Decoder;
   if (s.format === "json") {
     if (model.features === undefined) {
+      await modelSource?.close();
+      await model.close();
       throw new UsageError(
-        `model '${s.model}' names no input fields (no edgeinfer.features metadata): pass --features a,b,c ` +
+        `model '${modelLabel}' names no input fields (no edgeinfer.features metadata): pass --features a,b,c ` +
           `with its ${model.width} input field names in column order, or use --format delimited`,
       );
     }
@@ -72,13 +82,33 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
   } else {
     decoder = new DelimitedDecoder(model.width);
   }
-  const encoder = new PredictionEncoder({
-    modelName: model.name,
-    modelVersion: model.version,
-    threshold: model.threshold,
-    passthrough: s.passthrough.map((p) => p.name),
-    traceHeaders: s.traceHeaders,
-  });
+  // Each model has its own encoder: the model's name, version and threshold are serialised once per model.
+  const encoderFor = (m: Model) =>
+    new PredictionEncoder({
+      modelName: m.name,
+      modelVersion: m.version,
+      threshold: m.threshold,
+      passthrough: s.passthrough.map((p) => p.name),
+      traceHeaders: s.traceHeaders,
+    });
+  const encoder = encoderFor(model);
+  // Hot swap (SIGHUP, --watch-model, --model-source). Metrics: models.listen({ modelLoaded, modelReload }).
+  const models = new ModelSwapper(model, overrides, encoderFor, logAlways);
+  const reloadFile = () => {
+    if (s.model === undefined) {
+      logAlways(`SIGHUP: no --model file to reload (models come from ${s.modelSource})`);
+      return Promise.resolve();
+    }
+    return models.reloadFile(locateModel(s.model)).then((result) => {
+      if (result === "unchanged") {
+        logAlways(`model file ${s.model} unchanged (same sha256): nothing to reload`);
+      }
+    });
+  };
+  const stopReloads = control.onReload(() => void reloadFile());
+  const stopWatching = s.watchModel ? watchModelFile(locateModel(s.model!), reloadFile) : undefined;
+  modelSource?.attach(models);
+  if (metrics) models.listen(metrics);
 
   const sinks: Sink[] = [];
   const untrack = control.track({ label, health, stats });
@@ -119,11 +149,13 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
     }
 
     log(
-      `model ${model.name}${model.version ? ` v${model.version}` : ""} (${model.width} features` +
+      `model ${model.describe()} (${model.width} features` +
         `${model.threshold === undefined ? ", no threshold" : `, threshold ${model.threshold}`}); ` +
         `${source.description} → ${buffer ? `buffer ${s.buffer!.dir} → ` : ""}${sink.description}; ` +
         `batch ${s.batchSize}, linger ${s.lingerMs} ms` +
-        (eos ? `; exactly once (a transaction every ${eos.transaction.intervalMs} ms)` : ""),
+        (eos ? `; exactly once (a transaction every ${eos.transaction.intervalMs} ms)` : "") +
+        (s.watchModel ? "; watching the model file" : "") +
+        (modelSource ? `; models from ${modelSource.description}` : ""),
     );
     if (!quiet) {
       let last = { acked: 0, at: performance.now() };
@@ -145,6 +177,7 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
       model,
       decoder,
       encoder,
+      models,
       batchSize: s.batchSize,
       lingerMs: s.lingerMs,
       maxInFlight: s.maxInFlight,
@@ -186,9 +219,12 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
     if (status !== undefined) clearInterval(status);
     if (metrics) metrics.ended = true;
     untrack();
+    stopReloads();
+    stopWatching?.();
+    await modelSource?.close();
     // Only left when the pipeline never ran (e.g. a sink failed to open).
     for (const sink of sinks) await sink.close().catch(() => {});
-    await model.close();
+    models.close();
   }
 }
 

@@ -25,7 +25,14 @@ export interface ProcessSettings {
 
 /** One pipeline's settings, checked. */
 export interface PipelineSettings {
-  model: string;
+  /** The model file; with --model-source only the fallback of a first start (README, Models over Kafka). */
+  model: string | undefined;
+  /** Reload the model file when it changes (SIGHUP reloads it in any case). */
+  watchModel: boolean;
+  /** kafka://host:port/<topic>: models delivered over a compacted topic. */
+  modelSource: string | undefined;
+  /** Where the last good model from --model-source is kept, for a start without uplink. */
+  modelCache: string | undefined;
   source: string;
   sink: string;
   dlq: string | undefined;
@@ -65,7 +72,15 @@ export function processSettings(f: RunValues): ProcessSettings {
 }
 
 export function pipelineSettings(f: RunValues): PipelineSettings {
-  if (f.model === undefined) throw new UsageError("run needs --model PATH (see 'edgeinfer run --help')");
+  if (f.model === undefined && f["model-source"] === undefined) {
+    throw new UsageError("run needs --model PATH or --model-source URL (see 'edgeinfer run --help')");
+  }
+  if (f["model-cache"] !== undefined && f["model-source"] === undefined) {
+    throw new UsageError("--model-cache DIR keeps models from --model-source: add --model-source URL");
+  }
+  if (f["watch-model"] && f.model === undefined) {
+    throw new UsageError("--watch-model watches the --model file: add --model PATH");
+  }
   if (f.source === undefined) throw new UsageError("run needs --source URL (see 'edgeinfer run --help')");
   const format = f.format ?? "json";
   if (format !== "json" && format !== "delimited") {
@@ -122,6 +137,9 @@ export function pipelineSettings(f: RunValues): PipelineSettings {
   }
   return {
     model: f.model,
+    watchModel: f["watch-model"] ?? false,
+    modelSource: f["model-source"],
+    modelCache: f["model-cache"],
     source: f.source,
     sink: f.sink ?? "-",
     dlq: f.dlq,

@@ -16,3 +16,13 @@ export function onShutdownSignal(onFirst: () => void): () => void {
     for (const signal of SIGNALS) Deno.removeSignalListener(signal, handler);
   };
 }
+
+/**
+ * Calls `onReload` on every SIGHUP (reload the model). Without a listener SIGHUP would end the process.
+ * Returns a function that removes the handler.
+ */
+export function onReloadSignal(onReload: () => void): () => void {
+  if (Deno.build.os === "windows") return () => {};
+  Deno.addSignalListener("SIGHUP", onReload);
+  return () => Deno.removeSignalListener("SIGHUP", onReload);
+}

@@ -46,6 +46,14 @@ export function checkPipelinesApart(path: string, pipelines: Record<string, RunS
     if (settings.buffer !== undefined) {
       claim(name, "buffer", `buffer ${resolve(String(settings.buffer))}`, "give each pipeline its own DIR");
     }
+    if (settings["model-cache"] !== undefined) {
+      claim(
+        name,
+        "model-cache",
+        `model cache ${resolve(String(settings["model-cache"]))}`,
+        "give each pipeline its own DIR",
+      );
+    }
     const source = url("source");
     if (source?.kind === "mqtt") {
       claim(

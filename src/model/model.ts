@@ -2,6 +2,7 @@ import * as ort from "onnxruntime-node";
 import { UsageError } from "../errors.ts";
 import { locateModel } from "./locate.ts";
 import { type OnnxFileInfo, readOnnxInfo } from "./onnx_file.ts";
+import { sha256Hex } from "./wire.ts";
 
 /** Flags that override what the model file's edgeinfer.* metadata says. */
 export interface ModelOverrides {
@@ -10,6 +11,9 @@ export interface ModelOverrides {
   scoreOutput?: string;
   /** ONNX Runtime intra-op threads; 1 keeps latency predictable on a small gateway. */
   threads?: number;
+  /** The name and version a model delivered over Kafka was published under (else the metadata's). */
+  name?: string;
+  version?: string;
 }
 
 /** An ONNX model ready to score batches of feature rows. */
@@ -26,6 +30,8 @@ export class Model {
     readonly threshold: number | undefined,
     readonly name: string,
     readonly version: string,
+    /** Of the model file's bytes: tells a reloaded file apart from the running one. */
+    readonly sha256: string,
   ) {}
 
   /**
@@ -126,7 +132,7 @@ export class Model {
     } catch (err) {
       throw new UsageError(`--model '${label}' cannot be loaded by ONNX Runtime: ${(err as Error).message}`);
     }
-    const name = meta["edgeinfer.name"] ?? baseName(label);
+    const name = overrides.name ?? meta["edgeinfer.name"] ?? baseName(label);
     return new Model(
       session,
       info,
@@ -136,7 +142,8 @@ export class Model {
       scoreOutput,
       threshold,
       name,
-      meta["edgeinfer.version"] ?? "",
+      overrides.version ?? meta["edgeinfer.version"] ?? "",
+      sha256Hex(bytes),
     );
   }
 
@@ -159,6 +166,11 @@ export class Model {
       ? out.data
       : Float32Array.from(out.data as ArrayLike<number>);
     return scores;
+  }
+
+  /** `car-anomaly v3`, or the name alone when the model has no version. */
+  describe(): string {
+    return `${this.name}${this.version ? ` v${this.version}` : ""}`;
   }
 
   async close(): Promise<void> {

@@ -423,10 +423,3 @@ export class Metrics {
     this.registry.registerMetric(family as unknown as Metric);
   }
 }
-
-/** Hex sha256 of a file (the model's, for edgeinfer_model_info). */
-export async function fileSha256(path: string): Promise<string> {
-  const bytes = await Deno.readFile(path);
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
-}

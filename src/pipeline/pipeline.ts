@@ -3,6 +3,7 @@ import { emptyMeta } from "../codecs/decoder.ts";
 import { deadLetterRecord } from "../codecs/dead_letter.ts";
 import type { PredictionEncoder } from "../codecs/prediction.ts";
 import type { Model } from "../model/model.ts";
+import type { ModelSwapper } from "../model/swap.ts";
 import { Batcher } from "./batcher.ts";
 import type { Health } from "./health.ts";
 import type { DeadLetterReason, Stats } from "./stats.ts";
@@ -16,6 +17,11 @@ export interface PipelineOptions {
   model: Model;
   decoder: Decoder;
   encoder: PredictionEncoder;
+  /**
+   * Hot swap: when given, each batch is scored by the swapper's current model (taken once per batch) and
+   * encoded by that model's encoder; `model` and `encoder` are then the first ones.
+   */
+  models?: ModelSwapper;
   batchSize: number;
   lingerMs: number;
   /** Batches between the batcher and a durable sink write; beyond it the source is paused. */
@@ -266,21 +272,29 @@ export class Pipeline {
     const recordEvents: SourceEvent[] = new Array(rows);
     let kept = 0;
     if (rows > 0) {
-      const started = this.o.observer ? performance.now() : 0;
-      const scores = await model.score(this.input, rows);
-      this.o.observer?.inferenceSeconds((performance.now() - started) / 1000);
-      const ts = Date.now();
-      const threshold = model.threshold;
-      for (let r = 0; r < rows; r++) {
-        const event = this.rowEvents[r];
-        const score = scores[r];
-        if (!Number.isFinite(score)) {
-          this.reject(dead, event, `model score is ${score} (non-finite input?)`, "non_finite_score", ts);
-          continue;
+      // One model for the whole batch: a swap takes effect at the next batch.
+      const active = this.o.models?.acquire();
+      const scorer = active?.model ?? model;
+      const namer = active?.encoder ?? encoder;
+      try {
+        const started = this.o.observer ? performance.now() : 0;
+        const scores = await scorer.score(this.input, rows);
+        this.o.observer?.inferenceSeconds((performance.now() - started) / 1000);
+        const ts = Date.now();
+        const threshold = scorer.threshold;
+        for (let r = 0; r < rows; r++) {
+          const event = this.rowEvents[r];
+          const score = scores[r];
+          if (!Number.isFinite(score)) {
+            this.reject(dead, event, `model score is ${score} (non-finite input?)`, "non_finite_score", ts);
+            continue;
+          }
+          if (threshold !== undefined && score > threshold) stats.anomalies++;
+          recordEvents[kept] = event;
+          records[kept++] = namer.encode(this.metas[r], event.key, event.origin, score, ts);
         }
-        if (threshold !== undefined && score > threshold) stats.anomalies++;
-        recordEvents[kept] = event;
-        records[kept++] = encoder.encode(this.metas[r], event.key, event.origin, score, ts);
+      } finally {
+        if (active) this.o.models!.release(active);
       }
       records.length = kept;
     }

@@ -8,7 +8,7 @@ import { Kafka, logLevel } from "kafkajs";
 import { linearModelFile } from "../fixtures/linear_model.ts";
 import { type RunningCli, spawnCli } from "../cli/run_cli.ts";
 import { consume, createTopic, KAFKA_BROKERS, privateKafkaServices, produce, uniqueName } from "./brokers.ts";
-import { fileSha256 } from "../../src/observe/metrics.ts";
+import { sha256Hex } from "../../src/model/wire.ts";
 
 const KAFKA = KAFKA_BROKERS.join(",");
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -134,7 +134,7 @@ Deno.test({
       assert.equal(p("edgeinfer_ready"), 1);
       assert.equal(p("edgeinfer_part_up", `part="Kafka source ${KAFKA}"`), 1);
       assert.equal(p("edgeinfer_part_up", `part="Kafka sink ${KAFKA}"`), 1);
-      const sha256 = await fileSha256(model);
+      const sha256 = sha256Hex(await Deno.readFile(model));
       assert.ok(text.includes(`sha256="${sha256}"} 1`), `model_info with the model file's sha256 ${sha256}`);
       assert.ok(m.get("process_resident_memory_bytes")! > 10e6);
       assert.ok(m.has("process_cpu_seconds_total"));
