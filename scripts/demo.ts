@@ -8,7 +8,10 @@
  * Kafka timestamp: CreateTime, stamped by edgeinfer's sink as it builds the produce request; the record is
  * durable one acks=all round trip later) and throughput. Kafka is read with @platformatic/kafka.
  *
- *   deno run -A scripts/demo.ts [--cars 1000] [--duration 30] [--rate 3000] [--seed 2001]
+ *   deno run -A scripts/demo.ts [--cars 1000] [--duration 30] [--rate 3000] [--seed 2001] [--scrape FILE]
+ *
+ * --scrape FILE: edgeinfer also serves its metrics (--http on a free loopback port); the demo scrapes
+ * /metrics once a second and writes the last scrape before edgeinfer exits to FILE.
  *
  * The defaults are the "fleet shaped like the demo" of models/car-anomaly.md, so the summary's
  * precision and recall can be compared with the model card's.
@@ -29,12 +32,14 @@ const { values } = parseArgs({
       type: "string",
       default: (Deno.env.get("EDGEINFER_MQTT_URL") ?? "mqtt://127.0.0.1:1883").replace(/^mqtt:\/\//, ""),
     },
+    scrape: { type: "string" },
     help: { type: "boolean", default: false },
   },
 });
 if (values.help) {
   console.log(
-    "deno task demo [--cars 1000] [--duration 30] [--rate 3000] [--seed 2001] (rate = events/s for the whole fleet)",
+    "deno task demo [--cars 1000] [--duration 30] [--rate 3000] [--seed 2001] [--scrape FILE] " +
+      "(rate = events/s for the whole fleet; --scrape: the last /metrics scrape of edgeinfer to FILE)",
   );
   Deno.exit(0);
 }
@@ -98,6 +103,15 @@ function start(args: string[], label: string) {
   return { child, forwarded, stderrText: () => text };
 }
 
+/** A free loopback port for edgeinfer's --http (with --scrape). */
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+const http = values.scrape === undefined ? undefined : `127.0.0.1:${freePort()}`;
+
 const started = performance.now();
 const run = start([
   "run",
@@ -115,7 +129,13 @@ const run = start([
   `kafka://${values.kafka}/${deadLetters}`,
   "--max-events",
   String(expected),
+  ...(http ? ["--http", http] : []),
 ], "run");
+// --scrape: the last scrape taken while edgeinfer ran.
+let lastScrape = "";
+const scraper = http === undefined ? undefined : setInterval(() => {
+  fetch(`http://${http}/metrics`).then((r) => r.text()).then((text) => lastScrape = text).catch(() => {});
+}, 1000);
 // Start the fleet once edgeinfer is subscribed, so latency measures the pipeline, not its start-up.
 for (let waited = 0; !/mqtt: subscribed/.test(run.stderrText()) && waited < 30_000; waited += 50) {
   await new Promise((r) => setTimeout(r, 50));
@@ -148,6 +168,11 @@ const drainTimer = setTimeout(() => {
 }, 60_000);
 const runStatus = await run.child.status;
 clearTimeout(drainTimer);
+clearInterval(scraper);
+if (values.scrape !== undefined) {
+  await Deno.writeTextFile(values.scrape, lastScrape);
+  say(`the last /metrics scrape of edgeinfer is in ${values.scrape}`);
+}
 await run.forwarded;
 const wall = (performance.now() - started) / 1000;
 
