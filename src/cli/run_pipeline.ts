@@ -4,7 +4,6 @@ import type { Decoder } from "../codecs/decoder.ts";
 import { JsonDecoder } from "../codecs/json.ts";
 import { PredictionEncoder } from "../codecs/prediction.ts";
 import { RuntimeError, UsageError } from "../errors.ts";
-import { logLine } from "../log.ts";
 import { Model } from "../model/model.ts";
 import { Pipeline } from "../pipeline/pipeline.ts";
 import { Stats } from "../pipeline/stats.ts";
@@ -18,11 +17,11 @@ import type { PipelineSettings } from "./run_settings.ts";
 
 export async function runPipeline(name: string, s: PipelineSettings, control: RunControl): Promise<void> {
   const label = control.label(name);
-  const { quiet, statusEverySeconds } = control.settings;
-  const logAlways = (message: string) => logLine(label + message);
-  const log = quiet ? () => {} : logAlways;
+  const { statusEverySeconds } = control.settings;
+  // Every part of the pipeline logs through it: its lines carry the pipeline's name.
+  const log = control.logger(name);
   // Outages are reported here (and shown in the status line); a fatal failure ends the run.
-  const health = new Health(s.retry, logAlways);
+  const health = new Health(s.retry, log);
   // Validate every URL before connecting anywhere, so a typo fails fast.
   // The memory bound: every batch that may await the sink, plus the one being filled (also the
   // MQTT receive window), and the payload bytes of those events.
@@ -32,6 +31,7 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
     maxPayloadBytes: s.maxPayloadBytes,
     keepOversizeBytes: s.deadLetterPayloadBytes,
     health,
+    logger: log,
   };
   const eos = s.exactlyOnce ? exactlyOnce({ source: s.source, sink: s.sink, dlq: s.dlq }, limits) : undefined;
   const source = eos?.source ?? createSource(s.source, limits);
@@ -72,7 +72,7 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
   health.onFatal(() => control.fatal());
   let status: ReturnType<typeof setInterval> | undefined;
   try {
-    const sinkOptions = { health };
+    const sinkOptions = { health, logger: log };
     const sink = eos?.sink ?? await createSink("--sink", s.sink, sinkOptions);
     sinks.push(sink);
     const deadLetter = eos
@@ -86,6 +86,7 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
     const buffer = s.buffer === undefined ? undefined : DiskBuffer.open({
       ...s.buffer,
       health,
+      logger: log,
       targets: [sink, deadLetter],
     });
     if (buffer) {
@@ -104,21 +105,22 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
       });
     }
 
-    log(
+    log.info(
       `model ${model.name}${model.version ? ` v${model.version}` : ""} (${model.width} features` +
         `${model.threshold === undefined ? ", no threshold" : `, threshold ${model.threshold}`}); ` +
         `${source.description} → ${buffer ? `buffer ${s.buffer!.dir} → ` : ""}${sink.description}; ` +
         `batch ${s.batchSize}, linger ${s.lingerMs} ms` +
         (eos ? `; exactly once (a transaction every ${eos.transaction.intervalMs} ms)` : ""),
     );
-    if (!quiet) {
+    if (log.enabled("info")) {
       let last = { acked: 0, at: performance.now() };
       status = setInterval(() => {
         const waiting = health.describe();
-        logLine(
-          `${label}status: ${stats.describe(last)}${buffer ? `; ${buffer.describe()}` : ""}${
+        log.info(
+          `status: ${stats.describe(last)}${buffer ? `; ${buffer.describe()}` : ""}${
             waiting ? `; ${waiting}` : ""
           }`,
+          stats.fields(),
         );
         last = { acked: stats.acked, at: performance.now() };
       }, statusEverySeconds * 1000);
@@ -151,13 +153,13 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
       for (const sink of sinks.splice(0)) {
         await sink.close().catch((err) => {
           closeError ??= `closing ${sink.description} failed: ${(err as Error).message}`;
-          logAlways(`error: ${closeError}`);
+          log.error(`error: ${closeError}`);
         });
       }
       await source.close();
     }
     if (closeError !== undefined) throw new RuntimeError(closeError);
-    log(
+    log.info(
       `done: ${stats.describe()} in ${stats.activeSeconds().toFixed(2)} s from the first event; ` +
         `peak ${stats.peakInFlight} batches / ${stats.peakHeld} events in flight ` +
         `(bound ${s.maxInFlight + 1} / ${s.batchSize * (s.maxInFlight + 1)})` +
@@ -166,6 +168,7 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
             (buffer.dropped > 0 ? `, ${buffer.dropped} dropped (drop-oldest)` : "") +
             (buffer.refused > 0 ? `, ${buffer.refused} refused by the sink` : "")
           : ""),
+      stats.fields(),
     );
   } finally {
     if (status !== undefined) clearInterval(status);

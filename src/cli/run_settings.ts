@@ -3,7 +3,8 @@ import { RECORD_FIELDS } from "../codecs/prediction.ts";
 import { UsageError } from "../errors.ts";
 import { DEFAULT_BUFFER_MAX_BYTES, WHEN_FULL, type WhenFull } from "../buffer/buffer.ts";
 import { DEFAULT_RETRY, type RetryPolicy } from "../pipeline/health.ts";
-import { durationFlag, intFlag, listFlag, numberFlag } from "./args.ts";
+import type { LogSettings } from "../log.ts";
+import { durationFlag, intFlag, listFlag, logSettings, numberFlag } from "./args.ts";
 import type { RUN_FLAGS } from "./run.ts";
 
 type RunFlags = typeof RUN_FLAGS;
@@ -16,6 +17,8 @@ export type RunValues = {
 /** Settings of the whole process: with several pipelines, one status interval and one shutdown deadline. */
 export interface ProcessSettings {
   quiet: boolean;
+  /** --log-format, --log-level (--quiet: error), --log-timestamps. */
+  log: LogSettings;
   statusEverySeconds: number;
   shutdownTimeoutMs: number;
 }
@@ -55,6 +58,7 @@ export function processSettings(f: RunValues): ProcessSettings {
   }
   return {
     quiet: f.quiet ?? false,
+    log: logSettings(f),
     statusEverySeconds,
     shutdownTimeoutMs: durationFlag("shutdown-timeout", f["shutdown-timeout"], 10_000),
   };
