@@ -388,6 +388,7 @@ export function createKafkaSource(options: KafkaSourceOptions): KafkaSource {
 
   // Every (re)join: a new generation, and a new stream that starts from the committed offsets.
   consumer.on("consumer:group:join", () => {
+    log.debug(`kafka: joined group ${groupId} on topic ${topic} (a new generation)`);
     if (stream !== undefined) reopen();
   });
 
