@@ -58,6 +58,7 @@ export class Logger {
   constructor(
     settings: Partial<LogSettings> = {},
     write: (line: string) => void = writeStderr,
+    /** Internal: `child`'s. */
     parent?: { shared: Shared; pipeline: string },
   ) {
     if (parent !== undefined) {
@@ -134,32 +135,39 @@ export class Logger {
   }
 
   #line(level: LogLevel, message: string, fields: LogFields | undefined): void {
-    const { format, timestamps } = this.#shared.settings;
-    let line: string;
-    if (this.#shared.bare) {
-      this.#shared.write(message.includes("://") && message.includes("@") ? maskUrl(message) : message);
-      return;
-    } else if (format === "json") {
+    const shared = this.#shared;
+    if (shared.bare) {
+      shared.write(masked(message));
+    } else if (shared.settings.format === "json") {
+      // Each string masked on its own: masking the serialised line could cut across its quotes.
       const record: Record<string, unknown> = { ts: new Date().toISOString(), level };
       if (this.pipeline !== undefined) record.pipeline = this.pipeline;
-      record.msg = message;
+      record.msg = masked(message);
       if (fields) {
         for (const key in fields) {
-          if (fields[key] !== undefined && !RESERVED.has(key)) record[key] = fields[key];
+          const value = fields[key];
+          if (value !== undefined && !RESERVED.has(key)) {
+            record[key] = typeof value === "string" ? masked(value) : value;
+          }
         }
       }
-      line = JSON.stringify(record);
+      shared.write(JSON.stringify(record) + "\n");
     } else {
       // The message says it all for people; the fields are for machines reading JSON.
-      line = `${timestamps ? `${new Date().toISOString()} ` : ""}edgeinfer: ${this.#prefix}${message}`;
+      const ts = shared.settings.timestamps ? `${new Date().toISOString()} ` : "";
+      shared.write(`${ts}edgeinfer: ${this.#prefix}${masked(message)}\n`);
     }
-    if (line.includes("://") && line.includes("@")) line = maskUrl(line);
-    this.#shared.write(line + "\n");
   }
 }
 
+/** The last line of defence: any scheme://user:password@ left in a text loses its password. */
+function masked(text: string): string {
+  return text.includes("://") && text.includes("@") ? maskUrl(text) : text;
+}
+
 /**
- * The process's root logger: the CLI configures it from --log-format/--log-level (configureLogs) and hands it
+ * The process's root logger: the CLI configures it from --log-format, --log-level, --log-timestamps
+ * (`configure`) and hands it
  * (or its children) to every part; parts used as a library without one handed in fall back to it.
  */
 export const rootLogger: Logger = new Logger();

@@ -77,6 +77,11 @@ Deno.test("Logger masks a password in a URL in either format, also in fields; He
         /^edgeinfer: \[cars\] Kafka sink kafka:\/\/u:\*\*\*@h:9092: connection refused; retrying/,
       );}
   }
+  // JSON: each string is masked on its own, so masking never cuts across the line's quotes.
+  const json = capture({ format: "json" });
+  json.log.info("broker mqtt://h", { note: "u:p@x", url: `mqtt://u:${SECRET}@h/t` });
+  assert.deepEqual(JSON.parse(json.lines[0]).note, "u:p@x");
+  assert.deepEqual(JSON.parse(json.lines[0]).url, "mqtt://u:***@h/t");
   const messages: string[] = [];
   Logger.messages((m) => messages.push(m)).debug(`at mqtt://a:${SECRET}@b/t`);
   assert.deepEqual(messages, ["at mqtt://a:***@b/t"]);
