@@ -9,6 +9,7 @@ import { createStreamSink } from "./files/sink.ts";
 import { kafkaSink, kafkaSource } from "./kafka/connect.ts";
 import { mqttSource } from "./mqtt/connect.ts";
 import type { Health } from "./pipeline/health.ts";
+import type { Logger } from "./log.ts";
 import type { Sink, Source } from "./pipeline/types.ts";
 
 /** What a source may hold (received, not acknowledged), and where it reports outages. */
@@ -21,6 +22,8 @@ export interface SourceLimits {
   maxPayloadBytes: number;
   keepOversizeBytes: number;
   health?: Health;
+  /** Where the source's own lines go (connections, subscriptions); default: the root logger. */
+  logger?: Logger;
 }
 
 const DEFAULT_LIMITS: SourceLimits = {
@@ -50,7 +53,7 @@ export function createSource(url: string, limits: SourceLimits = DEFAULT_LIMITS)
 export async function createSink(
   flag: string,
   url: string,
-  options: { health?: Health } = {},
+  options: { health?: Health; logger?: Logger } = {},
 ): Promise<Sink> {
   const endpoint = parseEndpoint(flag, url);
   switch (endpoint.kind) {

@@ -16,7 +16,7 @@
  * - A record the sink refuses before sending (over max-record-bytes) is refused to the pipeline at append
  *   time, which dead-letters it as without a buffer; one the broker refuses later is dropped and logged.
  */
-import { logLine } from "../log.ts";
+import { type Logger, rootLogger } from "../log.ts";
 import type { Health } from "../pipeline/health.ts";
 import type { OutRecord, Refusal, Sink } from "../pipeline/types.ts";
 import { type BufferedRecord, BufferStore, isDiskFull, type NewRecord } from "./store.ts";
@@ -42,6 +42,8 @@ export interface DiskBufferOptions {
   maxBytes: number;
   whenFull: WhenFull;
   health: Health;
+  /** Where its lines go (backlog, full, empty again); default: the root logger. */
+  logger?: Logger;
   /** The real sinks, by destination: 0 the --sink, 1 the --dlq (absent without one). */
   targets: [Sink, Sink | undefined];
 }
@@ -78,8 +80,11 @@ export class DiskBuffer {
   /** Since when the buffer holds records, and `forwarded` then: for the "empty again" line. */
   #backlog: { since: number; forwarded: number } | undefined;
 
+  readonly #log: Logger;
+
   private constructor(o: DiskBufferOptions, store: BufferStore) {
     this.#o = o;
+    this.#log = o.logger ?? rootLogger;
     this.#store = store;
   }
 
@@ -89,7 +94,7 @@ export class DiskBuffer {
     if (buffer.#store.records === 0) buffer.#tail = [];
     if (buffer.#store.records > 0) {
       buffer.#backlog = { since: Date.now(), forwarded: 0 };
-      logLine(
+      buffer.#log.info(
         `buffer: ${buffer.#store.records} records (${formatBytes(buffer.#store.bytes)}) left by an earlier ` +
           `run in ${o.dir}: forwarding them first`,
       );
@@ -157,7 +162,7 @@ export class DiskBuffer {
       abandon.removeEventListener("abort", onAbandon);
       for (const w of this.#spaceWaiters.splice(0)) w();
       if (this.#store.records > 0) {
-        logLine(
+        this.#log.warn(
           `buffer: ${this.#store.records} records (${
             formatBytes(this.#store.bytes)
           }) stay in ${this.#o.dir} ` +
@@ -255,7 +260,7 @@ export class DiskBuffer {
     const now = Date.now();
     if (now - this.#lastDropLog >= 10_000) {
       this.#lastDropLog = now;
-      logLine(
+      this.#log.warn(
         `buffer: full (${formatBytes(this.#o.maxBytes)}): dropped the ${count} oldest records ` +
           `(--buffer-when-full drop-oldest; ${this.dropped} so far)`,
       );
@@ -266,7 +271,7 @@ export class DiskBuffer {
   #isFull(diskFull: boolean): void {
     if (this.#fullSince !== undefined) return;
     this.#fullSince = Date.now();
-    logLine(
+    this.#log.warn(
       `buffer: full (${
         diskFull ? `the disk is full at ${formatBytes(this.#store.bytes)}` : formatBytes(this.#store.bytes)
       } of ${formatBytes(this.#o.maxBytes)}, ${this.#store.records} records): ` +
@@ -278,7 +283,7 @@ export class DiskBuffer {
 
   #notFull(): void {
     if (this.#fullSince === undefined) return;
-    logLine(`buffer: accepting again after ${formatAge(Date.now() - this.#fullSince)} full`);
+    this.#log.warn(`buffer: accepting again after ${formatAge(Date.now() - this.#fullSince)} full`);
     this.#fullSince = undefined;
   }
 
@@ -345,7 +350,7 @@ export class DiskBuffer {
     const ms = Date.now() - backlog.since;
     if (ms < BACKLOG_LOG_MS) return;
     const n = this.forwarded - backlog.forwarded;
-    logLine(
+    this.#log.info(
       `buffer: empty again after ${formatAge(ms)}: ${n} records forwarded meanwhile ` +
         `(${Math.round(n / (ms / 1000))}/s on average)`,
     );
@@ -389,14 +394,16 @@ export class DiskBuffer {
       if (records.length === 0) return 0;
       const target = this.#o.targets[dest];
       if (target === undefined) {
-        logLine(
+        this.#log.warn(
           `buffer: ${records.length} dead letters buffered for a --dlq this run does not have: dropped`,
         );
         return records.length;
       }
       const refused = (await target.send(records)) ?? [];
       for (const { reason } of refused.slice(0, 3)) {
-        logLine(`buffer: ${target.description} refused a buffered record for good, dropped: ${reason}`);
+        this.#log.warn(
+          `buffer: ${target.description} refused a buffered record for good, dropped: ${reason}`,
+        );
       }
       return refused.length;
     }));

@@ -1,5 +1,6 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { UsageError } from "../errors.ts";
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel, type LogSettings } from "../log.ts";
 
 type Options = NonNullable<ParseArgsConfig["options"]>;
 
@@ -72,4 +73,32 @@ export function durationFlag(
   }
   const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] ?? "s"]!;
   return Math.round(Number(m[1]) * unit);
+}
+
+/** The logging flags of run, simulate and bench (with --quiet, which each has). */
+export const LOG_FLAGS = {
+  "log-format": { type: "string" },
+  "log-level": { type: "string" },
+  "log-timestamps": { type: "boolean" },
+} as const;
+
+/**
+ * The log settings the flags ask for. --quiet means --log-level error; an explicit --log-level wins over it
+ * (so that a config file's `quiet: true` can be overridden on the command line).
+ */
+export function logSettings(f: {
+  quiet?: boolean;
+  "log-format"?: string;
+  "log-level"?: string;
+  "log-timestamps"?: boolean;
+}): LogSettings {
+  const format = f["log-format"] ?? "text";
+  if (!(LOG_FORMATS as readonly string[]).includes(format)) {
+    throw new UsageError(`--log-format must be ${LOG_FORMATS.join(" or ")}, got '${format}'`);
+  }
+  const level = f["log-level"] ?? (f.quiet ? "error" : "info");
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) {
+    throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(", ")}, got '${level}'`);
+  }
+  return { format: format as LogFormat, level: level as LogLevel, timestamps: f["log-timestamps"] ?? false };
 }

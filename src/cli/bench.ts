@@ -7,9 +7,9 @@ import { DelimitedDecoder } from "../codecs/delimited.ts";
 import { JsonDecoder } from "../codecs/json.ts";
 import { maskUrl } from "../config/endpoint.ts";
 import { UsageError } from "../errors.ts";
-import { logLine } from "../log.ts";
+import { type Logger, rootLogger } from "../log.ts";
 import { Model } from "../model/model.ts";
-import { durationFlag, intFlag, listFlag, parseFlags } from "./args.ts";
+import { durationFlag, intFlag, listFlag, LOG_FLAGS, logSettings, parseFlags } from "./args.ts";
 
 export const BENCH_HELP = `edgeinfer bench: how fast a model scores on this machine, per batch size
 
@@ -51,7 +51,8 @@ Measurement
 
 Output
   --json                  one JSON object on stdout instead of the table
-  --quiet                 no progress line on stderr
+  --quiet                 no progress line on stderr (= --log-level error)
+  --log-format text|json  as for 'edgeinfer run' (also --log-level, --log-timestamps)
 
 Examples
   edgeinfer bench --model models/car-anomaly.onnx
@@ -80,7 +81,9 @@ export async function benchCommand(argv: string[]): Promise<void> {
     events: { type: "string" },
     json: { type: "boolean", default: false },
     quiet: { type: "boolean", default: false },
+    ...LOG_FLAGS,
   });
+  rootLogger.configure(logSettings(f));
   if (f.model === undefined) throw new UsageError("bench needs --model PATH (see 'edgeinfer bench --help')");
   if (f.format !== "json" && f.format !== "delimited") {
     throw new UsageError(`--format must be json or delimited, got '${f.format}'`);
@@ -105,7 +108,7 @@ export async function benchCommand(argv: string[]): Promise<void> {
   if (durationMs < 1) throw new UsageError(`--duration must be at least 1ms, got '${f.duration}'`);
   const events = intFlag("events", f.events, 50_000, 1);
   const features = listFlag(f.features);
-  const progress = progressLine(f.quiet!);
+  const progress = progressLine(rootLogger);
 
   const model = await Model.load(f.model, { features, threads });
   let lines: string[] | undefined;
@@ -145,8 +148,8 @@ export async function benchCommand(argv: string[]): Promise<void> {
               `${first.reason})`,
           );
         }
-        if (decoded.rejected > 0 && !f.quiet) {
-          logLine(
+        if (decoded.rejected > 0) {
+          rootLogger.warn(
             `bench: ${decoded.rejected} of ${lines.length} input lines skipped (line ` +
               `${decoded.firstRejection!.line}: ${decoded.firstRejection!.reason})`,
           );
@@ -347,22 +350,20 @@ interface ProgressLine {
   clear(): void;
 }
 
-/** The progress line on stderr: rewritten in place on a terminal, plain milestone lines elsewhere. */
-function progressLine(quiet: boolean): ProgressLine {
-  const encoder = new TextEncoder();
-  const terminal = !quiet && Deno.stderr.isTerminal();
+/** The progress line (info): rewritten in place on a terminal, plain milestone lines elsewhere. */
+function progressLine(log: Logger): ProgressLine {
+  const terminal = log.onTerminal;
   let shown = false;
   const show = (text: string, milestone: boolean) => {
-    if (quiet) return;
     if (terminal) {
-      Deno.stderr.writeSync(encoder.encode(`\r${text.slice(0, 200)}\x1b[K`));
+      log.rewrite(text.slice(0, 200));
       shown = true;
     } else if (milestone) {
-      logLine(text);
+      log.info(text);
     }
   };
   show.clear = () => {
-    if (shown) Deno.stderr.writeSync(encoder.encode("\r\x1b[K"));
+    if (shown) log.rewrite("");
     shown = false;
   };
   return show;

@@ -1,4 +1,5 @@
 /** `edgeinfer config check FILE`: validates a config file and prints the effective settings, secrets masked. */
+import { rootLogger } from "../log.ts";
 import { parseEndpoint } from "../config/endpoint.ts";
 import { describeConfig, loadConfig, type RunSettings, settingsToArgv } from "../config/file.ts";
 import { UsageError } from "../errors.ts";
@@ -39,7 +40,7 @@ export function configCommand(argv: string[]): Promise<void> {
     checkedPipelines(file, config.pipelines);
   }
   console.log(describeConfig(config));
-  console.error(`${file}: valid`);
+  rootLogger.info(`${file}: valid`);
   return Promise.resolve();
 }
 

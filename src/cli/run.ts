@@ -1,7 +1,8 @@
 import { UsageError } from "../errors.ts";
 import { loadConfig, type RunSettings, settingsToArgv, takeConfigFlag } from "../config/file.ts";
 import { checkPipelinesApart, PROCESS_KEYS } from "../config/pipelines.ts";
-import { parseFlags } from "./args.ts";
+import { LOG_FLAGS, parseFlags } from "./args.ts";
+import { rootLogger } from "../log.ts";
 import { runAll } from "./run_control.ts";
 import { runPipeline } from "./run_pipeline.ts";
 import { type PipelineSettings, pipelineSettings, processSettings } from "./run_settings.ts";
@@ -99,11 +100,16 @@ Outages and shutdown
   --shutdown-timeout D    after SIGINT/SIGTERM, wait at most D for in-flight batches to become
                           durable; what is not is left unacknowledged and redelivered (default 10s)
 
-Output
-  --quiet                 no status line or summary on stderr
+Output (stderr: one logger for every part; see README "Logs")
+  --quiet                 errors only: no status line or summary (= --log-level error)
   --status-every SECONDS  status line interval (default 5)
   --http HOST:PORT        serve /metrics (Prometheus), /healthz and /readyz there, e.g.
                           127.0.0.1:9464 (default: off; process-wide with pipelines:)
+  --log-format text|json  text: 'edgeinfer: [pipeline] message' (the default); json: one object a line
+                          with ts, level, pipeline (with pipelines:), msg
+  --log-level LEVEL       error, warn (outages, dropped events), info (status lines, summary: the
+                          default) or debug (connections, batch summaries once a second); wins over --quiet
+  --log-timestamps        text lines start with an ISO 8601 UTC timestamp (json lines always have ts)
 
 Certificates are always verified. A wrong CA, a refused certificate or login, or a principal without
 permission ends the run at once (exit 1) with one line naming the parameter to fix.
@@ -154,6 +160,7 @@ export const RUN_FLAGS = {
   "buffer-max-bytes": { type: "string" },
   "buffer-when-full": { type: "string", default: "block" },
   http: { type: "string" },
+  ...LOG_FLAGS,
 } as const;
 
 export async function runCommand(argv: string[]): Promise<void> {
@@ -164,8 +171,10 @@ export async function runCommand(argv: string[]): Promise<void> {
   }
   // The file's keys become flags placed first, so that the command line's override them.
   const { values } = parseFlags("run", [...settingsToArgv(config?.settings ?? {}), ...rest], RUN_FLAGS);
+  const processWide = processSettings(values);
+  rootLogger.configure(processWide.log); // first, so that even a mistake below is logged as asked
   const settings = pipelineSettings(values);
-  await runAll(processSettings(values), ["main"], (_, control) => runPipeline("main", settings, control));
+  await runAll(processWide, ["main"], (_, control) => runPipeline("main", settings, control));
 }
 
 /**
@@ -190,6 +199,7 @@ async function runSeveral(
   const processWide = Object.fromEntries(Object.entries(top).filter(([key]) => PROCESS_KEYS.includes(key)));
   const { values } = parseFlags("run", [...settingsToArgv(processWide), ...argv], RUN_FLAGS);
   const processWideSettings = processSettings(values);
+  rootLogger.configure(processWideSettings.log);
   const settings = checkedPipelines(path, pipelines);
   await runAll(
     processWideSettings,

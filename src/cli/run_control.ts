@@ -3,7 +3,7 @@
  * shutdown deadline, and the rule that a fatal failure in one pipeline ends the whole run.
  */
 import { RuntimeError, UsageError } from "../errors.ts";
-import { logLine } from "../log.ts";
+import { type Logger, rootLogger } from "../log.ts";
 import type { Health } from "../pipeline/health.ts";
 import type { Stats } from "../pipeline/stats.ts";
 import type { ProcessSettings } from "./run_settings.ts";
@@ -29,13 +29,23 @@ export class RunControl {
   /** With --http: the process's metrics, which each pipeline adds its own to. */
   readonly metrics: Metrics | undefined;
 
-  constructor(readonly settings: ProcessSettings, readonly several: boolean) {
+  constructor(
+    readonly settings: ProcessSettings,
+    readonly several: boolean,
+    /** The process's logger; a pipeline's lines go through `logger(name)`. */
+    readonly log: Logger = rootLogger,
+  ) {
     this.metrics = settings.http === undefined ? undefined : new Metrics(this.shutdown.signal);
   }
 
-  /** Log lines of a pipeline: `[cars] …` when the process runs several. */
+  /** A pipeline's name in a line of the process: `[cars] ` when the process runs several. */
   label(name: string): string {
     return this.several ? `[${name}] ` : "";
+  }
+
+  /** A pipeline's logger: its lines carry its name (`[cars] …`, "pipeline":"cars") when the process runs several. */
+  logger(name: string): Logger {
+    return this.several ? this.log.child(name) : this.log;
   }
 
   /** Reported in the deadline's message until `done` is called. */
@@ -70,14 +80,14 @@ export class RunControl {
       const waiting = running.map((r) => r.health.describe() && `${r.label}${r.health.describe()}`)
         .filter((w) => w !== "").join("; ");
       const unacknowledged = running.reduce((sum, r) => sum + r.stats.events - r.stats.acked, 0);
-      logLine(
+      this.log.warn(
         `${what} did not finish within --shutdown-timeout ${shutdownTimeoutMs / 1000} s` +
           `${waiting ? ` (${waiting})` : ""}: ${unacknowledged} events left unacknowledged ` +
           `(the source redelivers them)`,
       );
       this.abandon.abort();
       setTimeout(() => {
-        logLine("exiting: disconnecting did not finish either");
+        this.log.warn("exiting: disconnecting did not finish either");
         Deno.exit(running.some((r) => r.health.fatalError) ? 1 : 0);
       }, 5000);
     }, shutdownTimeoutMs);
@@ -100,13 +110,11 @@ export async function runAll(
   const control = new RunControl(settings, names.length > 1);
   // Listening first: a taken --http address fails before anything connects, and probes answer during setup.
   const server: ObserveServer | undefined = control.metrics && serveObserve(settings.http!, control.metrics);
-  if (server && !settings.quiet) {
-    logLine(`serving /metrics, /healthz and /readyz on http://${hostPort(server.address)}`);
+  if (server) {
+    control.log.info(`serving /metrics, /healthz and /readyz on http://${hostPort(server.address)}`);
   }
   const stopSignals = onShutdownSignal(() => {
-    if (!settings.quiet) {
-      logLine("stopping: flushing in-flight batches and committing (signal again to exit at once)");
-    }
+    control.log.info("stopping: flushing in-flight batches and committing (signal again to exit at once)");
     control.armDeadline("shutdown");
     control.shutdown.abort();
   });
@@ -120,7 +128,7 @@ export async function runAll(
       } catch (err) {
         if (failure !== undefined) return;
         failure = named(name, err);
-        logLine(`${control.label(name)}failed: stopping every pipeline`);
+        control.logger(name).error("failed: stopping every pipeline");
         control.fatal();
       }
     }));

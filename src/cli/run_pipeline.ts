@@ -4,7 +4,6 @@ import type { Decoder } from "../codecs/decoder.ts";
 import { JsonDecoder } from "../codecs/json.ts";
 import { PredictionEncoder } from "../codecs/prediction.ts";
 import { RuntimeError, UsageError } from "../errors.ts";
-import { logLine } from "../log.ts";
 import { Model } from "../model/model.ts";
 import { locateModel } from "../model/locate.ts";
 import { ModelSwapper } from "../model/swap.ts";
@@ -22,11 +21,11 @@ import type { PipelineSettings } from "./run_settings.ts";
 
 export async function runPipeline(name: string, s: PipelineSettings, control: RunControl): Promise<void> {
   const label = control.label(name);
-  const { quiet, statusEverySeconds } = control.settings;
-  const logAlways = (message: string) => logLine(label + message);
-  const log = quiet ? () => {} : logAlways;
+  const { statusEverySeconds } = control.settings;
+  // Every part of the pipeline logs through it: its lines carry the pipeline's name.
+  const log = control.logger(name);
   // Outages are reported here (and shown in the status line); a fatal failure ends the run.
-  const health = new Health(s.retry, logAlways);
+  const health = new Health(s.retry, log);
   const stats = new Stats();
   const metrics = control.metrics?.pipeline(name, {
     stats,
@@ -43,6 +42,7 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
     maxPayloadBytes: s.maxPayloadBytes,
     keepOversizeBytes: s.deadLetterPayloadBytes,
     health,
+    logger: log,
   };
   const eos = s.exactlyOnce ? exactlyOnce({ source: s.source, sink: s.sink, dlq: s.dlq }, limits) : undefined;
   const source = eos?.source ?? createSource(s.source, limits);
@@ -54,7 +54,7 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
   };
   const modelSource = s.modelSource === undefined
     ? undefined
-    : new KafkaModelSource(s.modelSource, s.modelCache, logAlways);
+    : new KafkaModelSource(s.modelSource, s.modelCache, log);
   let model: Model;
   try {
     model = modelSource ? await modelSource.start(s.model, overrides) : await Model.load(s.model!, overrides);
@@ -93,15 +93,15 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
     });
   const encoder = encoderFor(model);
   // Hot swap (SIGHUP, --watch-model, --model-source). Metrics: models.listen({ modelLoaded, modelReload }).
-  const models = new ModelSwapper(model, overrides, encoderFor, logAlways);
+  const models = new ModelSwapper(model, overrides, encoderFor, log);
   const reloadFile = () => {
     if (s.model === undefined) {
-      logAlways(`SIGHUP: no --model file to reload (models come from ${s.modelSource})`);
+      log.warn(`SIGHUP: no --model file to reload (models come from ${s.modelSource})`);
       return Promise.resolve();
     }
     return models.reloadFile(locateModel(s.model)).then((result) => {
       if (result === "unchanged") {
-        logAlways(`model file ${s.model} unchanged (same sha256): nothing to reload`);
+        log.info(`model file ${s.model} unchanged (same sha256): nothing to reload`);
       }
     });
   };
@@ -115,7 +115,7 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
   health.onFatal(() => control.fatal());
   let status: ReturnType<typeof setInterval> | undefined;
   try {
-    const sinkOptions = { health };
+    const sinkOptions = { health, logger: log };
     const sink = eos?.sink ?? await createSink("--sink", s.sink, sinkOptions);
     sinks.push(sink);
     const deadLetter = eos
@@ -129,6 +129,7 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
     const buffer = s.buffer === undefined ? undefined : DiskBuffer.open({
       ...s.buffer,
       health,
+      logger: log,
       targets: [sink, deadLetter],
     });
     if (metrics) metrics.buffer = buffer;
@@ -148,7 +149,7 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
       });
     }
 
-    log(
+    log.info(
       `model ${model.describe()} (${model.width} features` +
         `${model.threshold === undefined ? ", no threshold" : `, threshold ${model.threshold}`}); ` +
         `${source.description} → ${buffer ? `buffer ${s.buffer!.dir} → ` : ""}${sink.description}; ` +
@@ -157,14 +158,15 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
         (s.watchModel ? "; watching the model file" : "") +
         (modelSource ? `; models from ${modelSource.description}` : ""),
     );
-    if (!quiet) {
+    if (log.enabled("info")) {
       let last = { acked: 0, at: performance.now() };
       status = setInterval(() => {
         const waiting = health.describe();
-        logLine(
-          `${label}status: ${stats.describe(last)}${buffer ? `; ${buffer.describe()}` : ""}${
+        log.info(
+          `status: ${stats.describe(last)}${buffer ? `; ${buffer.describe()}` : ""}${
             waiting ? `; ${waiting}` : ""
           }`,
+          stats.fields(),
         );
         last = { acked: stats.acked, at: performance.now() };
       }, statusEverySeconds * 1000);
@@ -199,13 +201,13 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
       for (const sink of sinks.splice(0)) {
         await sink.close().catch((err) => {
           closeError ??= `closing ${sink.description} failed: ${(err as Error).message}`;
-          logAlways(`error: ${closeError}`);
+          log.error(`error: ${closeError}`);
         });
       }
       await source.close();
     }
     if (closeError !== undefined) throw new RuntimeError(closeError);
-    log(
+    log.info(
       `done: ${stats.describe()} in ${stats.activeSeconds().toFixed(2)} s from the first event; ` +
         `peak ${stats.peakInFlight} batches / ${stats.peakHeld} events in flight ` +
         `(bound ${s.maxInFlight + 1} / ${s.batchSize * (s.maxInFlight + 1)})` +
@@ -214,6 +216,7 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
             (buffer.dropped > 0 ? `, ${buffer.dropped} dropped (drop-oldest)` : "") +
             (buffer.refused > 0 ? `, ${buffer.refused} refused by the sink` : "")
           : ""),
+      stats.fields(),
     );
   } finally {
     if (status !== undefined) clearInterval(status);

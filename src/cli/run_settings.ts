@@ -4,7 +4,8 @@ import { UsageError } from "../errors.ts";
 import { DEFAULT_BUFFER_MAX_BYTES, WHEN_FULL, type WhenFull } from "../buffer/buffer.ts";
 import { DEFAULT_RETRY, type RetryPolicy } from "../pipeline/health.ts";
 import { type HttpAddress, parseHttpAddress } from "../observe/http.ts";
-import { durationFlag, intFlag, listFlag, numberFlag } from "./args.ts";
+import type { LogSettings } from "../log.ts";
+import { durationFlag, intFlag, listFlag, logSettings, numberFlag } from "./args.ts";
 import type { RUN_FLAGS } from "./run.ts";
 
 type RunFlags = typeof RUN_FLAGS;
@@ -17,6 +18,8 @@ export type RunValues = {
 /** Settings of the whole process: with several pipelines, one status interval and one shutdown deadline. */
 export interface ProcessSettings {
   quiet: boolean;
+  /** --log-format, --log-level (--quiet: error), --log-timestamps. */
+  log: LogSettings;
   statusEverySeconds: number;
   shutdownTimeoutMs: number;
   /** --http: where /metrics, /healthz and /readyz are served; undefined: off. */
@@ -65,6 +68,7 @@ export function processSettings(f: RunValues): ProcessSettings {
   }
   return {
     quiet: f.quiet ?? false,
+    log: logSettings(f),
     statusEverySeconds,
     shutdownTimeoutMs: durationFlag("shutdown-timeout", f["shutdown-timeout"], 10_000),
     http: f.http === undefined ? undefined : parseHttpAddress(f.http),

@@ -1,5 +1,5 @@
 import { UsageError } from "../errors.ts";
-import { logLine } from "../log.ts";
+import { Logger, type LogSettings, rootLogger } from "../log.ts";
 import {
   type CarEvent,
   DEFAULT_FAILURE_RATES,
@@ -9,7 +9,7 @@ import {
   Fleet,
 } from "../sim/fleet.ts";
 import { openTarget, type SimTarget, TargetClosed } from "../sim/targets.ts";
-import { intFlag, numberFlag, parseFlags } from "./args.ts";
+import { intFlag, LOG_FLAGS, logSettings, numberFlag, parseFlags } from "./args.ts";
 import { onShutdownSignal } from "./signals.ts";
 
 /** `ts` of the first event when the simulated clock applies and --start-ts is not given. */
@@ -74,7 +74,8 @@ Output
                           kafka://host:port[,host:port]/<topic> (message key = car id; tls=true,
                             ca=, cert=, key=, sasl=, username=, password-file= or
                             EDGEINFER_KAFKA_PASSWORD as for 'edgeinfer run')
-  --quiet                 no progress line (every 5 s) or summary on stderr
+  --quiet                 no progress line (every 5 s) or summary on stderr (= --log-level error)
+  --log-format text|json  as for 'edgeinfer run' (also --log-level, --log-timestamps)
 
 SIGINT/SIGTERM stops the fleet; what was generated is delivered before exit.
 
@@ -99,6 +100,8 @@ export interface SimulateOptions {
   initialFailures: number;
   target: string;
   quiet: boolean;
+  /** --log-format, --log-level (--quiet: error), --log-timestamps. */
+  log: LogSettings;
 }
 
 export function parseSimulateArgs(argv: string[]): SimulateOptions {
@@ -114,6 +117,7 @@ export function parseSimulateArgs(argv: string[]): SimulateOptions {
     healthy: { type: "boolean", default: false },
     "initial-failures": { type: "string" },
     quiet: { type: "boolean", default: false },
+    ...LOG_FLAGS,
     "p-tire-pressure": { type: "string" },
     "p-shock": { type: "string" },
     "p-drive-shaft": { type: "string" },
@@ -178,6 +182,7 @@ export function parseSimulateArgs(argv: string[]): SimulateOptions {
     initialFailures,
     target: f.target!,
     quiet: f.quiet!,
+    log: logSettings(f),
   };
 }
 
@@ -206,12 +211,20 @@ function sleep(ms: number): Promise<void> {
 
 export async function simulateCommand(argv: string[]): Promise<void> {
   const options = parseSimulateArgs(argv);
-  const target = await openTarget(options.target);
-  await runSimulation(options, target);
+  rootLogger.configure(options.log);
+  const target = await openTarget(options.target, rootLogger);
+  await runSimulation(options, target, rootLogger);
 }
 
-/** Runs the fleet into an open target; resolves after the target delivered everything and closed. */
-export async function runSimulation(options: SimulateOptions, target: SimTarget): Promise<void> {
+/**
+ * Runs the fleet into an open target; resolves after the target delivered everything and closed. Progress
+ * lines are info lines of `log` (default: a logger of the options' log settings).
+ */
+export async function runSimulation(
+  options: SimulateOptions,
+  target: SimTarget,
+  log: Logger = new Logger(options.log),
+): Promise<void> {
   const fleet = new Fleet({
     cars: options.cars,
     seed: options.seed,
@@ -241,7 +254,7 @@ export async function runSimulation(options: SimulateOptions, target: SimTarget)
     const perSecond = seconds > 0 ? Math.round(sent / seconds) : 0;
     const counts = fleet.modeCounts();
     const modes = FAILURE_MODES.filter((m) => counts[m] > 0).map((m) => `${m} ${counts[m]}`).join(", ");
-    logLine(
+    log.info(
       `simulate: ${final ? "sent" : "sending"} ${sent} events to ${target.description} in ` +
         `${seconds.toFixed(1)} s (${perSecond}/s); ${fleet.failingCars} of ${options.cars} cars failing` +
         (modes ? ` (${modes})` : ""),
@@ -253,7 +266,7 @@ export async function runSimulation(options: SimulateOptions, target: SimTarget)
     while (!stopping && sent < total) {
       const elapsed = performance.now() - start;
       if (elapsed >= deadline) break;
-      if (!options.quiet && elapsed >= nextProgress) {
+      if (elapsed >= nextProgress && log.enabled("info")) {
         progress(false);
         nextProgress += PROGRESS_EVERY_MS;
       }
@@ -288,5 +301,5 @@ export async function runSimulation(options: SimulateOptions, target: SimTarget)
   }
   removeSignals();
   await target.close();
-  if (!options.quiet && !closedByReader) progress(true);
+  if (!closedByReader) progress(true);
 }

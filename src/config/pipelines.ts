@@ -11,7 +11,15 @@ import type { RunSettings } from "./file.ts";
  * Settings of the process, not of one pipeline: only at the top level of a file with `pipelines:`, and the
  * only flags the command line may add to such a file.
  */
-export const PROCESS_KEYS: readonly string[] = ["quiet", "status-every", "shutdown-timeout", "http"];
+export const PROCESS_KEYS: readonly string[] = [
+  "quiet",
+  "status-every",
+  "shutdown-timeout",
+  "http",
+  "log-format",
+  "log-level",
+  "log-timestamps",
+];
 
 /** Pipeline names prefix log lines: `[cars] status: …`. */
 export const PIPELINE_NAME = /^[A-Za-z0-9_-]+$/;

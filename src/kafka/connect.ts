@@ -3,6 +3,7 @@ import { type Endpoint, parseEndpoint } from "../config/endpoint.ts";
 import { integerIn, oneOf, readQuery } from "../config/query.ts";
 import { UsageError } from "../errors.ts";
 import type { Health } from "../pipeline/health.ts";
+import type { Logger } from "../log.ts";
 import type { Sink, Source } from "../pipeline/types.ts";
 import type { SourceLimits } from "../connectors.ts";
 import { type Compression, COMPRESSIONS, createKafkaSink, DEFAULT_MAX_RECORD_BYTES } from "./sink.ts";
@@ -62,7 +63,11 @@ export function kafkaSource(flag: string, endpoint: KafkaEndpoint, limits: Sourc
   });
 }
 
-export function kafkaSink(flag: string, endpoint: KafkaEndpoint, options: { health?: Health }): Sink {
+export function kafkaSink(
+  flag: string,
+  endpoint: KafkaEndpoint,
+  options: { health?: Health; logger?: Logger },
+): Sink {
   const q = readQuery(flag, endpoint.params, [
     "client-id",
     "max-record-bytes",
@@ -84,6 +89,7 @@ export function kafkaSink(flag: string, endpoint: KafkaEndpoint, options: { heal
     maxRecordBytes: maxRecordBytes === undefined ? undefined : Number(maxRecordBytes),
     compression: oneOf(flag, "compression", q.get("compression"), [...COMPRESSIONS], DEFAULT_COMPRESSION),
     health: options.health,
+    logger: options.logger,
     requestTimeoutMs: requestTimeoutMs(flag, q),
     security: kafkaSecurity(flag, q),
   });

@@ -25,7 +25,7 @@
  */
 import { compatibilityPartitioner, type MessageToProduce, ProduceAcks, Producer } from "@platformatic/kafka";
 import { RuntimeError } from "../errors.ts";
-import { logLine } from "../log.ts";
+import { type Logger, rootLogger } from "../log.ts";
 import { Backoff, Health } from "../pipeline/health.ts";
 import type { OutRecord, Refusal, Sink } from "../pipeline/types.ts";
 import {
@@ -66,6 +66,8 @@ export interface KafkaSinkOptions {
   compression?: Compression;
   /** Where outages and fatal failures are reported. */
   health?: Health;
+  /** Where its own lines go; default: the root logger. */
+  logger?: Logger;
   /** A request unanswered this long closes its connection (DEFAULT_REQUEST_TIMEOUT_MS). */
   requestTimeoutMs?: number;
   /** TLS and SASL (the URL's tls=, sasl=, …); plaintext without it. */
@@ -125,7 +127,8 @@ export function oversizeReason(r: OutRecord, maxRecordBytes: number): string | u
 export function createKafkaSink(options: KafkaSinkOptions): Sink {
   const { brokers, topic } = options;
   const maxRecordBytes = options.maxRecordBytes ?? DEFAULT_MAX_RECORD_BYTES;
-  const health = options.health ?? new Health(undefined, logLine);
+  const log = options.logger ?? rootLogger;
+  const health = options.health ?? new Health(undefined, log);
   const part = `Kafka sink ${brokers.join(",")}`;
   const backoff = new Backoff(health.retry);
   const headerEncoder = new HeaderEncoder();
@@ -221,7 +224,7 @@ export function createKafkaSink(options: KafkaSinkOptions): Sink {
       if (e instanceof SlowLink && !closed) {
         const bytes = sizes.reduce((a, b) => a + b, 0);
         requestBytes = Math.max(MIN_REQUEST_BYTES, Math.min(requestBytes, Math.floor(bytes / 4)));
-        logLine(
+        log.warn(
           `kafka sink: a request of ${messages.length} records (~${bytes} bytes) timed out (${e.message}): ` +
             `sending them in requests of at most ${requestBytes} bytes`,
         );

@@ -25,7 +25,7 @@ import {
   MessagesStreamModes,
 } from "@platformatic/kafka";
 import { RuntimeError } from "../errors.ts";
-import { logLine } from "../log.ts";
+import { type Logger, rootLogger } from "../log.ts";
 import { Backoff, Health } from "../pipeline/health.ts";
 import { cutOversize, HeldBudget } from "../pipeline/held.ts";
 import type { Origin, Source, SourceEvent } from "../pipeline/types.ts";
@@ -61,6 +61,8 @@ export interface KafkaSourceOptions {
   keepOversizeBytes?: number;
   /** Where outages and fatal failures are reported. */
   health?: Health;
+  /** Where its own lines go; default: the root logger. */
+  logger?: Logger;
   /** A request unanswered this long closes its connection (DEFAULT_REQUEST_TIMEOUT_MS). */
   requestTimeoutMs?: number;
   /** TLS and SASL (the URL's tls=, sasl=, …); plaintext without it. */
@@ -181,7 +183,8 @@ export function createKafkaSource(options: KafkaSourceOptions): KafkaSource {
   const { brokers, topic, groupId, fromBeginning } = options;
   const maxHeldEvents = options.maxHeldEvents ?? 1280;
   const maxHeldBytes = options.maxHeldBytes ?? 64 * 1024 * 1024;
-  const health = options.health ?? new Health(undefined, logLine);
+  const log = options.logger ?? rootLogger;
+  const health = options.health ?? new Health(undefined, log);
   const part = `Kafka source ${brokers.join(",")}`;
   const backoff = new Backoff(health.retry);
   const sessionTimeoutMs = options.sessionTimeoutMs ?? DEFAULT_SESSION_TIMEOUT_MS;
@@ -385,6 +388,7 @@ export function createKafkaSource(options: KafkaSourceOptions): KafkaSource {
 
   // Every (re)join: a new generation, and a new stream that starts from the committed offsets.
   consumer.on("consumer:group:join", () => {
+    log.debug(`kafka: joined group ${groupId} on topic ${topic} (a new generation)`);
     if (stream !== undefined) reopen();
   });
 
@@ -496,7 +500,7 @@ export function createKafkaSource(options: KafkaSourceOptions): KafkaSource {
         const offsets = tracker.committableOffsets();
         if (offsets.length > 0) {
           await commit(offsets).catch((e) =>
-            logLine(
+            log.warn(
               `kafka: final offset commit failed: ${describeKafkaError(e, brokers, topic, options.security)}`,
             )
           );

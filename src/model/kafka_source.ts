@@ -11,6 +11,7 @@ import { Consumer, MessagesStreamModes } from "@platformatic/kafka";
 import { parseEndpoint } from "../config/endpoint.ts";
 import { integerIn, readQuery } from "../config/query.ts";
 import { RuntimeError, UsageError } from "../errors.ts";
+import type { Logger } from "../log.ts";
 import {
   baseClientOptions,
   DEFAULT_REQUEST_TIMEOUT_MS,
@@ -64,7 +65,7 @@ export class KafkaModelSource {
   constructor(
     url: string,
     private readonly cacheDir: string | undefined,
-    private readonly log: (message: string) => void,
+    private readonly log: Logger,
   ) {
     const flag = "--model-source";
     const endpoint = parseEndpoint(flag, url);
@@ -116,13 +117,13 @@ export class KafkaModelSource {
           version: envelope.version,
         });
         this.appliedPublished = envelope.published;
-        this.log(
+        this.log.info(
           `model ${model.describe()} from ${this.description} (sha256 ${envelope.sha256.slice(0, 12)}…)`,
         );
         await this.writeCache(this.newest);
         return model;
       } catch (err) {
-        this.log(`model from ${this.description} cannot be loaded, ignored: ${(err as Error).message}`);
+        this.log.warn(`model from ${this.description} cannot be loaded, ignored: ${(err as Error).message}`);
       }
     }
     const why = reached
@@ -139,10 +140,12 @@ export class KafkaModelSource {
           version: cached.envelope.version,
         });
         this.appliedPublished = cached.envelope.published;
-        this.log(`${why}: starting with the cached model ${model.describe()} from ${this.cacheDir}`);
+        this.log.warn(`${why}: starting with the cached model ${model.describe()} from ${this.cacheDir}`);
         return model;
       } catch (err) {
-        this.log(`the cached model in ${this.cacheDir} cannot be loaded, ignored: ${(err as Error).message}`);
+        this.log.warn(
+          `the cached model in ${this.cacheDir} cannot be loaded, ignored: ${(err as Error).message}`,
+        );
       }
     }
     if (modelPath === undefined) {
@@ -153,7 +156,7 @@ export class KafkaModelSource {
           `give --model PATH as the first model`,
       );
     }
-    this.log(`${why}: starting with --model ${modelPath}`);
+    this.log.warn(`${why}: starting with --model ${modelPath}`);
     return await Model.load(modelPath, overrides);
   }
 
@@ -209,7 +212,7 @@ export class KafkaModelSource {
         }
         this.lastFailure = reason;
         if (!this.outage) {
-          this.log(`model source ${this.description}: ${reason}; retrying every ${RETRY_MS / 1000} s`);
+          this.log.warn(`model source ${this.description}: ${reason}; retrying every ${RETRY_MS / 1000} s`);
         }
         this.outage = true;
         this.settle(false);
@@ -241,18 +244,20 @@ export class KafkaModelSource {
     });
     const assembler = new ModelAssembler();
     const reachedEnd = () => {
-      for (const line of assembler.incomplete()) this.log(`model source: ${line}, ignored until complete`);
+      for (const line of assembler.incomplete()) {
+        this.log.warn(`model source: ${line}, ignored until complete`);
+      }
       this.settle(true);
     };
     if (pending.size === 0) reachedEnd();
     const stream = await consumer.consume({ topics: [this.topic], mode: MessagesStreamModes.EARLIEST });
-    if (this.outage) this.log(`model source ${this.description}: reachable again`);
+    if (this.outage) this.log.info(`model source ${this.description}: reachable again`);
     this.outage = false;
     for await (const m of stream) {
       if (this.stopped) break;
       const key = m.key == null ? "" : utf8.decode(m.key);
       const assembled = assembler.add(key, m.value, headerValue(m.headers, MODEL_HEADER));
-      if (assembled.kind === "ignored") this.log(`model source: ${assembled.reason}; ignored`);
+      if (assembled.kind === "ignored") this.log.warn(`model source: ${assembled.reason}; ignored`);
       if (assembled.kind === "complete") {
         if (!this.newest || assembled.envelope.published >= this.newest.envelope.published) {
           this.newest = { envelope: assembled.envelope, bytes: assembled.bytes };
@@ -277,7 +282,7 @@ export class KafkaModelSource {
       await Deno.writeTextFile(`${this.cacheDir}/model.json.tmp`, JSON.stringify(d.envelope));
       await Deno.rename(`${this.cacheDir}/model.json.tmp`, `${this.cacheDir}/model.json`);
     } catch (err) {
-      this.log(`cannot keep the model in --model-cache ${this.cacheDir}: ${(err as Error).message}`);
+      this.log.warn(`cannot keep the model in --model-cache ${this.cacheDir}: ${(err as Error).message}`);
     }
   }
 
@@ -290,12 +295,14 @@ export class KafkaModelSource {
       bytes = await Deno.readFile(`${this.cacheDir}/model.onnx`);
     } catch (err) {
       if (!(err instanceof Deno.errors.NotFound)) {
-        this.log(`--model-cache ${this.cacheDir} cannot be read, ignored: ${(err as Error).message}`);
+        this.log.warn(`--model-cache ${this.cacheDir} cannot be read, ignored: ${(err as Error).message}`);
       }
       return undefined;
     }
     if (sha256Hex(bytes) !== envelope.sha256) {
-      this.log(`--model-cache ${this.cacheDir}: model.onnx does not match its sha256 in model.json, ignored`);
+      this.log.warn(
+        `--model-cache ${this.cacheDir}: model.onnx does not match its sha256 in model.json, ignored`,
+      );
       return undefined;
     }
     return { envelope, bytes };

@@ -8,6 +8,7 @@
 import { PredictionEncoder } from "../codecs/prediction.ts";
 import { Model, type ModelOverrides } from "./model.ts";
 import { sha256Hex } from "./wire.ts";
+import type { Logger } from "../log.ts";
 
 /** `ok`: swapped; `refused`: loaded but does not fit (or failed its checksum); `failed`: could not be loaded. */
 export type ReloadResult = "ok" | "refused" | "failed";
@@ -62,7 +63,7 @@ export class ModelSwapper {
     first: Model,
     private readonly overrides: ModelOverrides,
     private readonly encoderFor: (model: Model) => PredictionEncoder,
-    private readonly log: (message: string) => void,
+    private readonly log: Logger,
   ) {
     this.active = new ActiveModel(first, encoderFor(first));
   }
@@ -147,7 +148,7 @@ export class ModelSwapper {
     this.active = new ActiveModel(candidate, this.encoderFor(candidate));
     previous.retired = true;
     if (previous.users === 0) void previous.model.close().catch(() => {});
-    this.log(
+    this.log.info(
       `model swapped: ${previous.model.describe()} → ${candidate.describe()} (sha256 ` +
         `${candidate.sha256.slice(0, 12)}…, from ${label}); batches from now on are scored by it`,
     );
@@ -159,7 +160,7 @@ export class ModelSwapper {
 
   private outcome(result: ReloadResult, reason?: string): ReloadResult {
     if (reason !== undefined) {
-      this.log(`model reload ${result}: ${reason}; still scoring with ${this.active.model.describe()}`);
+      this.log.warn(`model reload ${result}: ${reason}; still scoring with ${this.active.model.describe()}`);
     }
     for (const l of this.listeners) l.modelReload?.(result, reason);
     return result;

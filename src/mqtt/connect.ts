@@ -79,6 +79,7 @@ export function mqttSource(flag: string, endpoint: MqttEndpoint, limits: SourceL
     maxPayloadBytes: limits.maxPayloadBytes,
     keepOversizeBytes: limits.keepOversizeBytes,
     health: limits.health,
+    logger: limits.logger,
     keepaliveSeconds,
     takeoverDelaySeconds,
   });

@@ -40,7 +40,7 @@
 import mqtt from "mqtt";
 import type { IClientOptions, IConnackPacket, IPublishPacket, MqttClient, Packet } from "mqtt";
 import { RuntimeError, UsageError } from "../errors.ts";
-import { logLine } from "../log.ts";
+import { type Logger, rootLogger } from "../log.ts";
 import { Health } from "../pipeline/health.ts";
 import { cutOversize, HeldBudget } from "../pipeline/held.ts";
 import type { Origin, Source, SourceEvent } from "../pipeline/types.ts";
@@ -83,6 +83,8 @@ export interface MqttSourceOptions {
   keepOversizeBytes?: number;
   /** Where connection losses and fatal failures are reported. */
   health?: Health;
+  /** Where its own lines go (subscriptions, reconnects, takeovers); default: the root logger. */
+  logger?: Logger;
   /** MQTT keepalive in seconds (DEFAULT_KEEPALIVE_S): a silent link is declared dead after 1.5 x this. */
   keepaliveSeconds?: number;
   /**
@@ -228,7 +230,8 @@ export function createMqttSource(options: MqttSourceOptions): Source {
   let failure: Error | undefined;
   let wake: (() => void) | undefined;
   let wakeTimer: ReturnType<typeof setTimeout> | undefined;
-  const health = options.health ?? new Health(undefined, logLine);
+  const log = options.logger ?? rootLogger;
+  const health = options.health ?? new Health(undefined, log);
   const part = `MQTT source ${broker}`;
   const maxPayloadBytes = options.maxPayloadBytes ?? Infinity;
   const keepOversizeBytes = Math.min(options.keepOversizeBytes ?? 64 * 1024, maxPayloadBytes);
@@ -325,7 +328,7 @@ export function createMqttSource(options: MqttSourceOptions): Source {
   const adopt = (peerId: string) => {
     if (closed || failure || peerId === options.clientId) return;
     for (const link of links) if (link.clientId === peerId) return;
-    logLine(`mqtt: ${peerId} left the shared subscription '${subscription}': taking over its session`);
+    log.info(`mqtt: ${peerId} left the shared subscription '${subscription}': taking over its session`);
     openLink(peerId, true);
   };
 
@@ -431,10 +434,10 @@ export function createMqttSource(options: MqttSourceOptions): Source {
     if (adopted) {
       c.on("connect", (connack: IConnackPacket) => {
         if (connack.sessionPresent) {
-          logLine(`mqtt: took over the session of ${clientId}: scoring its queued and new messages`);
+          log.info(`mqtt: took over the session of ${clientId}: scoring its queued and new messages`);
         } else {
           // Gone already (expired, or drained and ended by another member): leave no empty session behind.
-          logLine(`mqtt: the session of ${clientId} no longer exists: nothing to take over`);
+          log.info(`mqtt: the session of ${clientId} no longer exists: nothing to take over`);
           c.end(false, { properties: { sessionExpiryInterval: 0 } });
         }
       });
@@ -442,16 +445,22 @@ export function createMqttSource(options: MqttSourceOptions): Source {
         link.generation++;
         releaseAllGated(link);
         if (!links.delete(link) || closed) return;
-        logLine(`mqtt: let go of the session of ${clientId} (its owner is back, or the link dropped)`);
+        log.info(`mqtt: let go of the session of ${clientId} (its owner is back, or the link dropped)`);
         c.end(true);
       });
       c.on("error", (err: Error) => {
-        if (!closed) logLine(`mqtt: session of ${clientId}: ${err.message}`);
+        if (!closed) log.warn(`mqtt: session of ${clientId}: ${err.message}`);
       });
       return link;
     }
 
     c.on("connect", (connack: IConnackPacket) => {
+      log.debug(
+        `mqtt: connected to ${broker} as ${clientId} (MQTT ${
+          protocolVersion === 5 ? "5" : "3.1.1"
+        }, session ` +
+          `${connack.sessionPresent ? "resumed" : "new"})`,
+      );
       if (!everConnected) {
         everConnected = true;
         // Subscribe on the first connection even when the session exists (the filter or QoS may
@@ -468,14 +477,14 @@ export function createMqttSource(options: MqttSourceOptions): Source {
               ),
             );
           } else {
-            logLine(
+            log.info(
               `mqtt: subscribed to '${subscription}' at QoS ${qos} as ${clientId} ` +
                 `(session ${connack.sessionPresent ? "resumed" : "new"})`,
             );
           }
         });
       } else if (offline) {
-        logLine(`mqtt: reconnected to ${broker} (session ${connack.sessionPresent ? "resumed" : "new"})`);
+        log.info(`mqtt: reconnected to ${broker} (session ${connack.sessionPresent ? "resumed" : "new"})`);
       }
       offline = false;
       health.recovered(part);
@@ -485,6 +494,7 @@ export function createMqttSource(options: MqttSourceOptions): Source {
       releaseAllGated(link); // the closed connection's packet loop is superseded
     });
     c.on("offline", () => {
+      log.debug(`mqtt: offline from ${broker}`);
       if (!closed) {
         offline = true;
         health.waiting(part, everConnected ? "connection lost" : "not connected yet");

@@ -1,4 +1,5 @@
 import { RuntimeError } from "../errors.ts";
+import { Logger, silentLogger } from "../log.ts";
 
 /**
  * How retriable failures (connection refused, broker restart, leader change, timeout) are retried:
@@ -55,11 +56,16 @@ export class Health {
   private readonly retryCounts = new Map<string, number>();
   private failure: Error | undefined;
   private readonly fatalListeners: ((err: Error) => void)[] = [];
+  /** Where outages (waiting, recovered) are reported, at level warn. */
+  readonly log: Logger;
 
+  /** `log`: a Logger, or a function given each message (tests); without it, outages are not logged. */
   constructor(
     readonly retry: RetryPolicy = DEFAULT_RETRY,
-    private readonly log: (message: string) => void = () => {},
-  ) {}
+    log: Logger | ((message: string) => void) = silentLogger,
+  ) {
+    this.log = typeof log === "function" ? Logger.messages(log) : log;
+  }
 
   /** A part could not do its work for a retriable reason and will try again. */
   waiting(part: string, reason: string): void {
@@ -68,9 +74,9 @@ export class Health {
     const wait = this.waits.get(part);
     if (wait === undefined) {
       this.waits.set(part, { reason, since: now });
-      this.log(`${part}: ${reason}; retrying until it recovers`);
+      this.log.warn(`${part}: ${reason}; retrying until it recovers`);
     } else {
-      if (wait.reason !== reason) this.log(`${part}: still waiting: ${reason}`);
+      if (wait.reason !== reason) this.log.warn(`${part}: still waiting: ${reason}`);
       wait.reason = reason;
       const giveUp = this.retry.giveUpAfterMs;
       if (giveUp !== undefined && now - wait.since >= giveUp) {
@@ -89,7 +95,7 @@ export class Health {
     const wait = this.waits.get(part);
     if (wait === undefined) return;
     this.waits.delete(part);
-    this.log(`${part}: recovered after ${formatSeconds(Date.now() - wait.since)}`);
+    this.log.warn(`${part}: recovered after ${formatSeconds(Date.now() - wait.since)}`);
   }
 
   /** A failure that retrying cannot heal: the run must end now. The first one wins. */

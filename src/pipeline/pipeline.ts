@@ -4,6 +4,7 @@ import { deadLetterRecord } from "../codecs/dead_letter.ts";
 import type { PredictionEncoder } from "../codecs/prediction.ts";
 import type { Model } from "../model/model.ts";
 import type { ModelSwapper } from "../model/swap.ts";
+import { Logger, rootLogger } from "../log.ts";
 import { Batcher } from "./batcher.ts";
 import type { Health } from "./health.ts";
 import type { DeadLetterReason, Stats } from "./stats.ts";
@@ -34,7 +35,8 @@ export interface PipelineOptions {
   stats: Stats;
   /** Per-batch observations for the metrics' histograms (--http); absent, nothing is measured. */
   observer?: BatchObserver;
-  log: (message: string) => void;
+  /** Dropped events (warn, once per kind) and batch summaries (debug); a function gets each message. */
+  log?: Logger | ((message: string) => void);
   /** Where sources and sinks report fatal failures; the run stops at once on one. */
   health?: Health;
   /**
@@ -79,8 +81,15 @@ export class Pipeline {
   private gate: Promise<void> | undefined;
   /** Set when a transaction was aborted and the source rewound (see PipelineOptions.transaction). */
   private rewound = false;
+  private readonly log: Logger;
+  /** Batch summaries at most once a second, only at --log-level debug (checked once, not per batch). */
+  private readonly dispatched: { batches: number; events: number; since: number } | undefined;
 
   constructor(private readonly o: PipelineOptions) {
+    this.log = typeof o.log === "function" ? Logger.messages(o.log) : o.log ?? rootLogger;
+    this.dispatched = this.log.enabled("debug")
+      ? { batches: 0, events: 0, since: performance.now() }
+      : undefined;
     this.input = new Float32Array(o.batchSize * o.model.width);
     this.metas = Array.from({ length: o.batchSize }, emptyMeta);
     this.rowEvents = new Array(o.batchSize);
@@ -207,6 +216,7 @@ export class Pipeline {
     const { stats, source, maxInFlight } = this.o;
     stats.batches++;
     this.o.observer?.batchSize(batch.length);
+    if (this.dispatched) this.noteDispatch(this.dispatched, batch.length);
     const done = this.inference.then(() => this.process(batch));
     // The next batch's inference waits for this one's (shared input buffer); not for its sink write.
     this.inference = done.then(() => undefined, () => undefined);
@@ -382,6 +392,23 @@ export class Pipeline {
   private logOncePerKind(kind: string, message: string): void {
     if (this.loggedDropKinds.has(kind)) return;
     this.loggedDropKinds.add(kind);
-    this.o.log(message);
+    this.log.warn(message);
+  }
+
+  /** --log-level debug: how batches are filling and how many await the sink, at most once a second. */
+  private noteDispatch(d: NonNullable<Pipeline["dispatched"]>, size: number): void {
+    d.batches++;
+    d.events += size;
+    const now = performance.now();
+    if (now - d.since < 1000) return;
+    this.log.debug(
+      `batches: ${d.batches} dispatched in ${((now - d.since) / 1000).toFixed(1)} s, ` +
+        `${(d.events / d.batches).toFixed(1)} events each (batch size ${this.o.batchSize}); ` +
+        `${this.inFlight.size} in flight (max ${this.o.maxInFlight})`,
+      { batches: d.batches, events: d.events, inFlight: this.inFlight.size },
+    );
+    d.batches = 0;
+    d.events = 0;
+    d.since = now;
   }
 }

@@ -50,6 +50,18 @@ export class Stats {
   }
 
   /** One line for the periodic status and the summary. */
+  /** The counters as fields of a JSON log line (status line, summary). */
+  fields(): {
+    acked: number;
+    predictions: number;
+    anomalies: number;
+    deadLettered: number;
+    inFlight: number;
+  } {
+    const { acked, predictions, anomalies, deadLettered, inFlight } = this;
+    return { acked, predictions, anomalies, deadLettered, inFlight };
+  }
+
   describe(rateSince?: { acked: number; at: number }): string {
     const now = performance.now();
     const since = rateSince ?? { acked: 0, at: this.firstEventAt ?? now };

@@ -9,6 +9,7 @@
  * A target accepts batches (`write`), applies backpressure by resolving `write` only when it can
  * take more, and delivers everything before `close` resolves.
  */
+import { type Logger, rootLogger } from "../log.ts";
 import mqtt from "mqtt";
 import { mqttCredentials, parseEndpoint } from "../config/endpoint.ts";
 import { tlsOptions } from "../mqtt/connect.ts";
@@ -34,7 +35,7 @@ export class TargetClosed extends Error {
 const FLAG = "--target";
 
 /** Opens the target named by a --target URL. */
-export async function openTarget(url: string): Promise<SimTarget> {
+export async function openTarget(url: string, logger: Logger = rootLogger): Promise<SimTarget> {
   const endpoint = parseEndpoint(FLAG, url);
   switch (endpoint.kind) {
     case "stdio":
@@ -84,6 +85,7 @@ export async function openTarget(url: string): Promise<SimTarget> {
         topic: endpoint.topic,
         clientId: q.get("client-id") ?? "edgeinfer-simulate",
         security: kafkaSecurity(FLAG, q),
+        logger,
       });
       return new SinkTarget(sink.description, sink);
     }

@@ -99,6 +99,8 @@ Deno.test("pipelines: two pipelines in one process score their own events with t
   try {
     await run.waitForStderr(/\[cars\] model car-anomaly/);
     await run.waitForStderr(/\[pumps\] model pumps/);
+    // The MQTT source's own lines carry its pipeline's name too.
+    await run.waitForStderr(/\[cars\] mqtt: subscribed to /);
     await publishCars(cars.slice(60));
     // Each pipeline's status line names it; every event is acknowledged (its record durable) before the
     // records are read and before the signal.

@@ -3,6 +3,7 @@ import { PredictionEncoder } from "../../src/codecs/prediction.ts";
 import { Model } from "../../src/model/model.ts";
 import { incompatibility, ModelSwapper, type ReloadResult } from "../../src/model/swap.ts";
 import { linearModel } from "../fixtures/linear_model.ts";
+import { Logger } from "../../src/log.ts";
 
 Deno.test("compatibility: same width and features fit; a different width or feature is named", () => {
   assert.equal(
@@ -41,7 +42,7 @@ async function swapper() {
       threshold: m.threshold,
       passthrough: [],
     });
-  const s = new ModelSwapper(first, {}, encoderFor, (line) => logs.push(line));
+  const s = new ModelSwapper(first, {}, encoderFor, Logger.messages((line) => logs.push(line)));
   s.listen({
     modelLoaded: (m) => events.push(`loaded ${m.name} ${m.version} ${m.sha256.length}`),
     modelReload: (result: ReloadResult, reason?: string) =>
