@@ -74,6 +74,11 @@ export async function openTarget(url: string): Promise<SimTarget> {
         tls: tlsOptions(FLAG, endpoint.brokerUrl, q),
       });
     }
+    case "mqtt-server":
+      throw new UsageError(
+        `${FLAG} mqtt-server:// is where edgeinfer run listens; simulate publishes to it as a device: ` +
+          `use mqtt://host:port/cars/{car}/sensors`,
+      );
     case "kafka": {
       // Loaded on demand: the Kafka client is not needed for the other targets.
       const { SECURITY_PARAMS, kafkaSecurity } = await import("../kafka/security.ts");
