@@ -172,9 +172,13 @@ export function createMqttServerSource(options: MqttServerSourceOptions): Source
       : `client '${client.id}'${from}`;
   };
 
+  /** The refusals logged already, which aedes reports again as client errors. */
+  const logged = new WeakSet<Error>();
   const refusePublish = (client: Client, done: (err?: Error | null) => void, what: string) => {
     refusals.refuse(deviceName(client), `${what}; connection closed`);
-    done(new Error(what)); // aedes closes the connection (MQTT-3.3.5-2)
+    const err = new Error(what);
+    logged.add(err);
+    done(err); // aedes closes the connection (MQTT-3.3.5-2)
   };
 
   const authorizePublish = (
@@ -252,6 +256,7 @@ export function createMqttServerSource(options: MqttServerSourceOptions): Source
         );
         const err = new Error("bad user name or password") as AuthenticateError;
         err.returnCode = 4; // CONNACK "bad user name or password"
+        logged.add(err);
         return done(err, null);
       }
       identities.set(client, identity);
@@ -263,11 +268,16 @@ export function createMqttServerSource(options: MqttServerSourceOptions): Source
     broker = await Aedes.createBroker({ authenticate, authorizePublish });
     // Nothing is published to devices yet: a subscription would only see other devices' data.
     broker.authorizeSubscribe = (_client, _subscription, done) => done(null, null);
-    broker.on("clientError", (client: Client, err: Error) => {
-      if (!closed && !/refused|outside|QoS 2|keep alive|ECONNRESET|EPIPE/.test(err.message)) {
+    // A device that breaks the protocol (aedes closes its connection); lost links are not worth a line.
+    const report = (client: Client, err: Error) => {
+      if (
+        !closed && !logged.has(err) && !/keep alive|ECONNRESET|EPIPE|connection closed/i.test(err.message)
+      ) {
         refusals.refuse(deviceName(client), err.message);
       }
-    });
+    };
+    broker.on("clientError", report);
+    broker.on("connectionError", report);
     const accept = (socket: Socket) => {
       const client = broker!.handle(socket);
       clients.add(client);

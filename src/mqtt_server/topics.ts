@@ -34,6 +34,6 @@ export const IDENTITY_PLACEHOLDER = "{identity}";
  * such a device may publish nowhere.
  */
 export function deviceFilter(template: string, identity: string): string | undefined {
-  if (identity === "" || /[/+#\u0000]/.test(identity)) return undefined;
+  if (identity === "" || /[/+#]/.test(identity) || identity.includes("\u0000")) return undefined;
   return template.replaceAll(IDENTITY_PLACEHOLDER, identity);
 }
