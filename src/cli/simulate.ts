@@ -74,6 +74,9 @@ Output
                           kafka://host:port[,host:port]/<topic> (message key = car id; tls=true,
                             ca=, cert=, key=, sasl=, username=, password-file= or
                             EDGEINFER_KAFKA_PASSWORD as for 'edgeinfer run')
+  --connections N         mqtt:// targets: one MQTT connection per car, up to N (default 1), each
+                          car always on the same one, like a fleet of devices; max-in-flight= is
+                          shared by them
   --quiet                 no progress line (every 5 s) or summary on stderr
 
 SIGINT/SIGTERM stops the fleet; what was generated is delivered before exit.
@@ -98,6 +101,8 @@ export interface SimulateOptions {
   failureRates: Record<FailureMode, number>;
   initialFailures: number;
   target: string;
+  /** MQTT connections, one per car up to this many (at most `cars`). */
+  connections: number;
   quiet: boolean;
 }
 
@@ -114,6 +119,7 @@ export function parseSimulateArgs(argv: string[]): SimulateOptions {
     healthy: { type: "boolean", default: false },
     "initial-failures": { type: "string" },
     quiet: { type: "boolean", default: false },
+    connections: { type: "string" },
     "p-tire-pressure": { type: "string" },
     "p-shock": { type: "string" },
     "p-drive-shaft": { type: "string" },
@@ -177,6 +183,7 @@ export function parseSimulateArgs(argv: string[]): SimulateOptions {
     failureRates,
     initialFailures,
     target: f.target!,
+    connections: Math.min(cars, intFlag("connections", f.connections, 1, 1)),
     quiet: f.quiet!,
   };
 }
@@ -206,7 +213,7 @@ function sleep(ms: number): Promise<void> {
 
 export async function simulateCommand(argv: string[]): Promise<void> {
   const options = parseSimulateArgs(argv);
-  const target = await openTarget(options.target);
+  const target = await openTarget(options.target, options.connections);
   await runSimulation(options, target);
 }
 

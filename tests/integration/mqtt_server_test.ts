@@ -398,3 +398,43 @@ Deno.test("mqtt-server e2e: SIGKILL mid-stream loses nothing: devices resend wha
     await run.exit();
   }
 });
+
+Deno.test("mqtt-server e2e: simulate --connections N: one connection per car, every event scored into Kafka", async () => {
+  const port = freePort();
+  const topic = uniqueName("mqtt-server-fleet");
+  const prefix = uniqueName("cars");
+  const run = spawnCli([
+    "run",
+    "--model",
+    "models/car-anomaly.onnx",
+    "--source",
+    `mqtt-server://127.0.0.1:${port}/${prefix}/+/sensors?allow-anonymous=true`,
+    "--sink",
+    `kafka://${KAFKA_BROKERS[0]}/${topic}`,
+    "--quiet",
+  ]);
+  try {
+    await run.waitForStderr(/listening on mqtt-server/);
+    const sim = spawnCli([
+      "simulate",
+      "--cars",
+      "50",
+      "--connections",
+      "50",
+      "--rate",
+      "0",
+      "--count",
+      "1000",
+      "--target",
+      `mqtt://127.0.0.1:${port}/${prefix}/{car}/sensors`,
+    ]);
+    assert.equal(await sim.exit(), 0, sim.stderr());
+    assert.match(sim.stderr(), /sent 1000 events to .* over 50 connections/);
+    const records = await consume(topic, 1000, 60_000);
+    assert.equal(records.length, 1000);
+    assert.equal(new Set(records.map((r) => r.key)).size, 50);
+  } finally {
+    run.child.kill("SIGTERM");
+    await run.exit();
+  }
+});
