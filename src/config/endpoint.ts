@@ -5,6 +5,7 @@ import { UsageError } from "../errors.ts";
  *   mqtt://[user:pass@]host:port/<topic or filter>?qos=1&client-id=x&share=group
  *   mqtts://host:port/<filter>?ca=PATH&cert=PATH&key=PATH   (MQTT over TLS, default port 8883)
  *   mqtt-server://host:port/<filter>?users=PATH&acl=…   (edgeinfer is the MQTT server devices connect to)
+ *   mqtts-server://host:port/<filter>?cert=PATH&key=PATH&ca=PATH   (the same over TLS, default port 8883)
  *   kafka://host:port[,host:port]/<topic>?group=<id>
  *   file:<path>     one event per line
  *   - | stdout      standard input (as a source) or standard output (as a sink)
@@ -22,6 +23,8 @@ export type Endpoint =
   }
   | {
     kind: "mqtt-server";
+    /** mqtts-server://: devices connect over TLS. */
+    tls: boolean;
     /** The address to listen on, e.g. 127.0.0.1 or 0.0.0.0 (all interfaces). */
     host: string;
     port: number;
@@ -64,7 +67,7 @@ export function parseEndpoint(flag: string, text: string): Endpoint {
   }
   const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(value)?.[1]?.toLowerCase();
   if (scheme === "mqtt" || scheme === "mqtts") return parseMqtt(flag, value, scheme);
-  if (scheme === "mqtt-server") return parseMqttServer(flag, value);
+  if (scheme === "mqtt-server" || scheme === "mqtts-server") return parseMqttServer(flag, value, scheme);
   if (scheme === "kafka") return parseKafka(flag, value);
   throw new UsageError(
     `${flag} '${shown(value)}' is not a supported URL (${
@@ -102,7 +105,7 @@ function parseMqtt(flag: string, value: string, scheme: "mqtt" | "mqtts"): Endpo
   };
 }
 
-function parseMqttServer(flag: string, value: string): Endpoint {
+function parseMqttServer(flag: string, value: string, scheme: "mqtt-server" | "mqtts-server"): Endpoint {
   const example = "e.g. mqtt-server://0.0.0.0:1883/cars/+/sensors?users=/etc/edgeinfer/users";
   let url: URL;
   try {
@@ -125,8 +128,9 @@ function parseMqttServer(flag: string, value: string): Endpoint {
   }
   return {
     kind: "mqtt-server",
+    tls: scheme === "mqtts-server",
     host: url.hostname.replace(/^\[(.*)\]$/, "$1"),
-    port: Number(url.port || "1883"),
+    port: Number(url.port || (scheme === "mqtts-server" ? "8883" : "1883")),
     topic,
     params: url.searchParams,
   };

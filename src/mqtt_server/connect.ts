@@ -12,17 +12,18 @@ import { filterProblem, IDENTITY_PLACEHOLDER } from "./topics.ts";
 type MqttServerEndpoint = Extract<Endpoint, { kind: "mqtt-server" }>;
 
 export function mqttServerSource(flag: string, endpoint: MqttServerEndpoint, limits: SourceLimits): Source {
-  const q = readQuery(flag, endpoint.params, ["users", "acl", "allow-anonymous", "tls", "cert", "key", "ca"]);
+  const q = readQuery(flag, endpoint.params, ["users", "acl", "allow-anonymous", "cert", "key", "ca"]);
   const problem = filterProblem(endpoint.topic);
   if (problem) throw new UsageError(`${flag} topic filter '${endpoint.topic}': ${problem}`);
-  const tls = oneOf(flag, "tls", q.get("tls"), ["true", "false"], "false") === "true";
   const given = tlsParamGiven(q);
-  if (!tls && given) throw new UsageError(`${flag} ${given}= needs TLS: add tls=true`);
+  if (!endpoint.tls && given) {
+    throw new UsageError(`${flag} ${given}= needs TLS: use mqtts-server://host:port/... (default port 8883)`);
+  }
   let tlsFiles: { cert: string; key: string; ca?: string } | undefined;
-  if (tls) {
+  if (endpoint.tls) {
     const files = readTlsFiles(flag, q);
     if (files.cert === undefined || files.key === undefined) {
-      throw new UsageError(`${flag} tls=true needs the server's certificate: cert=PATH&key=PATH`);
+      throw new UsageError(`${flag} mqtts-server:// needs the server's certificate: cert=PATH&key=PATH`);
     }
     tlsFiles = { cert: files.cert, key: files.key, ca: files.ca };
   }
@@ -35,7 +36,7 @@ export function mqttServerSource(flag: string, endpoint: MqttServerEndpoint, lim
   if (usersPath === undefined && !anonymous && tlsFiles?.ca === undefined) {
     throw new UsageError(
       `${flag} would let any device publish: add users=PATH (NAME:BCRYPT-HASH lines, from htpasswd -nbB), ` +
-        `tls=true with ca=PATH (client certificates), or allow-anonymous=true`,
+        `ca=PATH on mqtts-server:// (client certificates), or allow-anonymous=true`,
     );
   }
   const acl = q.get("acl");

@@ -302,6 +302,11 @@ export function createMqttServerSource(options: MqttServerSourceOptions): Source
     }).catch((err: Error & { code?: string }) => {
       throw new RuntimeError(`${flag} ${description}: ${listenProblem(err, host, options.port)}`);
     });
+    server.on("tlsClientError", (err: Error, socket: TLSSocket) => {
+      if (!closed) {
+        refusals.refuse(`a device from ${socket.remoteAddress ?? "?"}`, `TLS handshake: ${err.message}`);
+      }
+    });
     server.on("error", (err: Error) => fail(new RuntimeError(`${flag} ${description}: ${err.message}`)));
     logLine(
       `mqtt-server: listening on ${scheme}://${boundAddress(server)} for publishes to '${topicFilter}' ` +

@@ -438,3 +438,41 @@ Deno.test("mqtt-server e2e: simulate --connections N: one connection per car, ev
     await run.exit();
   }
 });
+
+const TLS_DIR = "/tmp/edgeinfer-services/tls";
+
+Deno.test("mqtts-server: devices with a certificate of the CA connect over TLS, the certificate's CN is the identity", async () => {
+  let pem: (name: string) => string;
+  try {
+    Deno.statSync(`${TLS_DIR}/ca.pem`);
+    pem = (name) => Deno.readTextFileSync(`${TLS_DIR}/${name}`);
+  } catch {
+    console.warn(`SKIPPED: ${TLS_DIR} is absent (scripts/services.sh up makes it)`);
+    return;
+  }
+  const prefix = uniqueName("cars");
+  const s = startSource({
+    tls: { cert: pem("server.pem"), key: pem("server-key.pem"), ca: pem("ca.pem") },
+    topicFilter: `${prefix}/+/sensors`,
+    aclTemplate: `${prefix}/{identity}/#`,
+  });
+  const tls = { protocol: "mqtts" as const, ca: pem("ca.pem"), rejectUnauthorized: true };
+  try {
+    // The services' client certificate has CN=edgeinfer-client.
+    const car = await firstDevice(s.port, { ...tls, cert: pem("client.pem"), key: pem("client-key.pem") });
+    let acked = false;
+    car.publish(`${prefix}/edgeinfer-client/sensors`, "mine", { qos: 1 }, () => acked = true);
+    await until("its event", () => s.events.length === 1);
+    s.events[0].ack();
+    await until("its PUBACK", () => acked);
+    const closed = new Promise<void>((resolve) => car.once("close", () => resolve()));
+    car.publish(`${prefix}/car-2/sensors`, "not mine", { qos: 1 });
+    await closed;
+    car.end(true);
+    // Without a client certificate the handshake fails.
+    await assert.rejects(() => device(s.port, tls));
+    assert.equal(s.events.length, 1);
+  } finally {
+    await s.stop();
+  }
+});

@@ -12,7 +12,9 @@ Deno.test("parseEndpoint reads mqtt-server://host:port/<filter>, default port 18
   assert.equal(e.topic, "cars/+/sensors");
   assert.equal(e.params.get("allow-anonymous"), "true");
   const d = parseEndpoint("--source", "mqtt-server://127.0.0.1/cars/#");
-  assert.ok(d.kind === "mqtt-server" && d.port === 1883 && d.topic === "cars/#");
+  assert.ok(d.kind === "mqtt-server" && d.port === 1883 && d.topic === "cars/#" && !d.tls);
+  const t = parseEndpoint("--source", "mqtts-server://127.0.0.1/cars/#");
+  assert.ok(t.kind === "mqtt-server" && t.port === 8883 && t.tls);
 });
 
 function refused(url: string, pattern: RegExp) {
@@ -42,11 +44,11 @@ Deno.test("mqtt-server:// mistakes are one-line UsageErrors naming the parameter
   refused("mqtt-server://127.0.0.1:1884/cars/#?allow-anonymous=true&qos=1", /unknown parameter 'qos'/);
   refused(
     "mqtt-server://127.0.0.1:1884/cars/#?allow-anonymous=true&cert=a.pem",
-    /cert= needs TLS: add tls=true/,
+    /cert= needs TLS: use mqtts-server:/,
   );
   refused(
-    "mqtt-server://127.0.0.1:1884/cars/#?allow-anonymous=true&tls=true",
-    /tls=true needs the server's certificate/,
+    "mqtts-server://127.0.0.1:1884/cars/#?allow-anonymous=true",
+    /mqtts-server:\/\/ needs the server.s certificate/,
   );
 });
 
