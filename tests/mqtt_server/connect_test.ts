@@ -52,6 +52,13 @@ Deno.test("mqtt-server:// mistakes are one-line UsageErrors naming the parameter
   );
 });
 
+Deno.test("mqtt-server:// takes acl= with a literal '#' and {identity}", () => {
+  const source = createSource(
+    "mqtt-server://127.0.0.1:1884/cars/+/sensors?allow-anonymous=true&acl=cars/{identity}/#",
+  );
+  assert.equal(source.description, "mqtt-server://127.0.0.1:1884/cars/+/sensors");
+});
+
 Deno.test("mqtt-server:// as a sink is refused", async () => {
   await assert.rejects(
     () => createSink("--sink", "mqtt-server://127.0.0.1:1884/cars/#"),
