@@ -2,13 +2,14 @@
  * The connected-car demo (the body of `deno task demo`; scripts/demo.sh brings the services up first):
  *
  *   simulated fleet ──MQTT QoS 1──► Mosquitto ──► edgeinfer run (models/car-anomaly.onnx) ──► Kafka
+ *   simulated fleet ──MQTT QoS 1, one connection per car──► edgeinfer run (mqtt-server://) ──► Kafka  (--direct)
  *
  * then reads every prediction back from Kafka and prints a summary: events in and out, anomalies,
  * precision/recall against the simulator's ground truth, end-to-end latency (event ts → the prediction's
  * Kafka timestamp: CreateTime, stamped by edgeinfer's sink as it builds the produce request; the record is
  * durable one acks=all round trip later) and throughput. Kafka is read with @platformatic/kafka.
  *
- *   deno run -A scripts/demo.ts [--cars 1000] [--duration 30] [--rate 3000] [--seed 2001]
+ *   deno run -A scripts/demo.ts [--cars 1000] [--duration 30] [--rate 3000] [--seed 2001] [--direct]
  *
  * The defaults are the "fleet shaped like the demo" of models/car-anomaly.md, so the summary's
  * precision and recall can be compared with the model card's.
@@ -29,12 +30,15 @@ const { values } = parseArgs({
       type: "string",
       default: (Deno.env.get("EDGEINFER_MQTT_URL") ?? "mqtt://127.0.0.1:1883").replace(/^mqtt:\/\//, ""),
     },
+    // The fleet connects straight to edgeinfer (its MQTT server source): no broker in between.
+    direct: { type: "boolean", default: false },
     help: { type: "boolean", default: false },
   },
 });
 if (values.help) {
   console.log(
-    "deno task demo [--cars 1000] [--duration 30] [--rate 3000] [--seed 2001] (rate = events/s for the whole fleet)",
+    "deno task demo [--cars 1000] [--duration 30] [--rate 3000] [--seed 2001] [--direct] (rate = events/s for " +
+      "the whole fleet; --direct: the cars connect to edgeinfer itself, one connection each, no MQTT broker)",
   );
   Deno.exit(0);
 }
@@ -61,19 +65,35 @@ const admin = new Admin(kafkaClient);
 await admin.createTopics({ topics: [predictions, deadLetters], partitions: 3, replicas: 1 });
 await admin.close();
 
-// 2. edgeinfer's persistent MQTT session exists before the fleet starts, so nothing published
-//    while edgeinfer is still starting up is lost (the broker queues it).
-const session = await mqtt.connectAsync(`mqtt://${values.mqtt}`, {
-  clientId,
-  clean: false,
-  protocolVersion: 5,
-  properties: { sessionExpiryInterval: 3600 },
-});
-await session.subscribeAsync(filter, { qos: 1 });
-await session.endAsync();
+// 2. Where the fleet publishes. Through the broker: edgeinfer's persistent MQTT session exists before the
+//    fleet starts, so nothing published while edgeinfer is still starting up is lost (the broker queues
+//    it). Direct: edgeinfer listens on a free loopback port, and the fleet starts once it does.
+let sourceUrl: string;
+let fleetUrl: string;
+if (values.direct) {
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (probe.addr as Deno.NetAddr).port;
+  probe.close();
+  sourceUrl = `mqtt-server://127.0.0.1:${port}/${filter}?allow-anonymous=true`;
+  fleetUrl = `mqtt://127.0.0.1:${port}/demo-${tag}/cars/{car}/sensors?qos=1`;
+} else {
+  const session = await mqtt.connectAsync(`mqtt://${values.mqtt}`, {
+    clientId,
+    clean: false,
+    protocolVersion: 5,
+    properties: { sessionExpiryInterval: 3600 },
+  });
+  await session.subscribeAsync(filter, { qos: 1 });
+  await session.endAsync();
+  sourceUrl = `mqtt://${values.mqtt}/${filter}?qos=1&client-id=${clientId}`;
+  fleetUrl = `mqtt://${values.mqtt}/demo-${tag}/cars/{car}/sensors?qos=1`;
+}
 
-say(`${cars} cars, ${rate} events/s for ${duration} s = ${expected} events over MQTT QoS 1`);
-say(`edgeinfer: ${values.model} · mqtt://${values.mqtt}/${filter} → kafka://${values.kafka}/${predictions}`);
+say(
+  `${cars} cars, ${rate} events/s for ${duration} s = ${expected} events over MQTT QoS 1` +
+    (values.direct ? `, one connection per car, straight to edgeinfer (no broker)` : ""),
+);
+say(`edgeinfer: ${values.model} · ${sourceUrl.replace(/\?.*/, "")} → kafka://${values.kafka}/${predictions}`);
 
 function start(args: string[], label: string) {
   const child = new Deno.Command(Deno.execPath(), {
@@ -104,7 +124,7 @@ const run = start([
   "--model",
   values.model!,
   "--source",
-  `mqtt://${values.mqtt}/${filter}?qos=1&client-id=${clientId}`,
+  sourceUrl,
   "--key-field",
   "car",
   "--passthrough",
@@ -116,8 +136,13 @@ const run = start([
   "--max-events",
   String(expected),
 ], "run");
-// Start the fleet once edgeinfer is subscribed, so latency measures the pipeline, not its start-up.
-for (let waited = 0; !/mqtt: subscribed/.test(run.stderrText()) && waited < 30_000; waited += 50) {
+// Start the fleet once edgeinfer is subscribed (or listening), so latency measures the pipeline, not its
+// start-up.
+for (
+  let waited = 0;
+  !/mqtt: subscribed|mqtt-server: listening/.test(run.stderrText()) && waited < 30_000;
+  waited += 50
+) {
   await new Promise((r) => setTimeout(r, 50));
 }
 const sim = start([
@@ -131,7 +156,8 @@ const sim = start([
   "--seed",
   values.seed!,
   "--target",
-  `mqtt://${values.mqtt}/demo-${tag}/cars/{car}/sensors?qos=1`,
+  fleetUrl,
+  ...(values.direct ? ["--connections", String(cars)] : []),
 ], "simulate");
 
 const simStatus = await sim.child.status;

@@ -187,7 +187,13 @@ export function createMqttServerSource(options: MqttServerSourceOptions): Source
     done: (err?: Error | null) => void,
   ) => {
     // A will (published when a connection dies): routed, not an event, and there is no one to acknowledge.
-    if (client === null || client.closed || closed) return done(null);
+    if (client === null || client.closed) return done(null);
+    if (closed) {
+      // Shutting down: no PUBACK (aedes would write one on success); the device resends it later.
+      const err = new Error("edgeinfer is shutting down");
+      logged.add(err);
+      return done(err);
+    }
     const topic = packet.topic;
     if (packet.qos === 2) {
       return refusePublish(client, done, `QoS 2 publish to '${topic}' (publish at QoS 1)`);
