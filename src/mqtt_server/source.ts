@@ -13,7 +13,7 @@
  * previous chunk has been handled, i.e. when every `authorizePublish` callback was called. While the
  * source is paused or holds `maxHeldEvents`/`maxHeldBytes`, callbacks are kept (`gated`), so no device
  * socket is read and TCP backpressure reaches the devices. The publishes already parsed from the chunk
- * in hand are still taken: the bound is exceeded by at most one socket read per connected device.
+ * in hand are still taken: the bound is exceeded by at most one socket read (<= 64 KiB) per device.
  * The callback is otherwise called in a microtask, never synchronously: aedes would read the next chunk
  * from inside the parser of the current one (its batch counter reaches 0 early) and corrupt the stream.
  *
@@ -362,6 +362,9 @@ export function createMqttServerSource(options: MqttServerSourceOptions): Source
       closed = true;
       wakeConsumer();
       gated.clear();
+      if (refusals.total > 0) {
+        logLine(`mqtt-server: ${refusals.total} refused logins, publishes or handshakes in all`);
+      }
       server?.close();
       // The PUBACKs written so far go out before the connections close (end() flushes, destroy would not).
       await Promise.all([...clients].map((client) => endFlushed(client.conn as Socket)));

@@ -172,6 +172,9 @@ Deno.test("mqtt-server: with nothing acknowledged, the held events stay within t
       await sleep(500);
     }
     // 20 events reach the bound; each connection may add the rest of one socket read (<= 64 KiB here).
+    console.log(
+      `held ${s.events.length} events (${s.events.length} KB) of ${cars.length * perCar} published`,
+    );
     assert.ok(s.events.length <= 20 + cars.length * 66, `held ${s.events.length} events`);
     assert.ok(s.events.length < cars.length * perCar);
     assert.equal(acked, 0);
