@@ -2,13 +2,15 @@
  * The connected-car demo (the body of `deno task demo`; scripts/demo.sh brings the services up first):
  *
  *   simulated fleet ──MQTT QoS 1──► Mosquitto ──► edgeinfer run (models/car-anomaly.onnx) ──► Kafka
+ *   simulated fleet ──MQTT QoS 1, one connection per car──► edgeinfer run (mqtt-server://) ──► Kafka  (--direct)
  *
  * then reads every prediction back from Kafka and prints a summary: events in and out, anomalies,
  * precision/recall against the simulator's ground truth, end-to-end latency (event ts → the prediction's
  * Kafka timestamp: CreateTime, stamped by edgeinfer's sink as it builds the produce request; the record is
  * durable one acks=all round trip later) and throughput. Kafka is read with @platformatic/kafka.
  *
- *   deno run -A scripts/demo.ts [--cars 1000] [--duration 30] [--rate 3000] [--seed 2001] [--scrape FILE]
+ *   deno run -A scripts/demo.ts [--cars 1000] [--duration 30] [--rate 3000] [--seed 2001] [--direct]
+ *     [--scrape FILE]
  *
  * --scrape FILE: edgeinfer also serves its metrics (--http on a free loopback port); the demo scrapes
  * /metrics once a second and writes the last scrape before edgeinfer exits to FILE.
@@ -33,13 +35,16 @@ const { values } = parseArgs({
       default: (Deno.env.get("EDGEINFER_MQTT_URL") ?? "mqtt://127.0.0.1:1883").replace(/^mqtt:\/\//, ""),
     },
     scrape: { type: "string" },
+    // The fleet connects straight to edgeinfer (its MQTT server source): no broker in between.
+    direct: { type: "boolean", default: false },
     help: { type: "boolean", default: false },
   },
 });
 if (values.help) {
   console.log(
-    "deno task demo [--cars 1000] [--duration 30] [--rate 3000] [--seed 2001] [--scrape FILE] " +
-      "(rate = events/s for the whole fleet; --scrape: the last /metrics scrape of edgeinfer to FILE)",
+    "deno task demo [--cars 1000] [--duration 30] [--rate 3000] [--seed 2001] [--direct] [--scrape FILE] " +
+      "(rate = events/s for the whole fleet; --direct: the cars connect to edgeinfer itself, one connection " +
+      "each, no MQTT broker; --scrape: the last /metrics scrape of edgeinfer to FILE)",
   );
   Deno.exit(0);
 }
@@ -66,19 +71,35 @@ const admin = new Admin(kafkaClient);
 await admin.createTopics({ topics: [predictions, deadLetters], partitions: 3, replicas: 1 });
 await admin.close();
 
-// 2. edgeinfer's persistent MQTT session exists before the fleet starts, so nothing published
-//    while edgeinfer is still starting up is lost (the broker queues it).
-const session = await mqtt.connectAsync(`mqtt://${values.mqtt}`, {
-  clientId,
-  clean: false,
-  protocolVersion: 5,
-  properties: { sessionExpiryInterval: 3600 },
-});
-await session.subscribeAsync(filter, { qos: 1 });
-await session.endAsync();
+// 2. Where the fleet publishes. Through the broker: edgeinfer's persistent MQTT session exists before the
+//    fleet starts, so nothing published while edgeinfer is still starting up is lost (the broker queues
+//    it). Direct: edgeinfer listens on a free loopback port, and the fleet starts once it does.
+let sourceUrl: string;
+let fleetUrl: string;
+if (values.direct) {
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (probe.addr as Deno.NetAddr).port;
+  probe.close();
+  sourceUrl = `mqtt-server://127.0.0.1:${port}/${filter}?allow-anonymous=true`;
+  fleetUrl = `mqtt://127.0.0.1:${port}/demo-${tag}/cars/{car}/sensors?qos=1`;
+} else {
+  const session = await mqtt.connectAsync(`mqtt://${values.mqtt}`, {
+    clientId,
+    clean: false,
+    protocolVersion: 5,
+    properties: { sessionExpiryInterval: 3600 },
+  });
+  await session.subscribeAsync(filter, { qos: 1 });
+  await session.endAsync();
+  sourceUrl = `mqtt://${values.mqtt}/${filter}?qos=1&client-id=${clientId}`;
+  fleetUrl = `mqtt://${values.mqtt}/demo-${tag}/cars/{car}/sensors?qos=1`;
+}
 
-say(`${cars} cars, ${rate} events/s for ${duration} s = ${expected} events over MQTT QoS 1`);
-say(`edgeinfer: ${values.model} · mqtt://${values.mqtt}/${filter} → kafka://${values.kafka}/${predictions}`);
+say(
+  `${cars} cars, ${rate} events/s for ${duration} s = ${expected} events over MQTT QoS 1` +
+    (values.direct ? `, one connection per car, straight to edgeinfer (no broker)` : ""),
+);
+say(`edgeinfer: ${values.model} · ${sourceUrl.replace(/\?.*/, "")} → kafka://${values.kafka}/${predictions}`);
 
 function start(args: string[], label: string) {
   const child = new Deno.Command(Deno.execPath(), {
@@ -118,7 +139,7 @@ const run = start([
   "--model",
   values.model!,
   "--source",
-  `mqtt://${values.mqtt}/${filter}?qos=1&client-id=${clientId}`,
+  sourceUrl,
   "--key-field",
   "car",
   "--passthrough",
@@ -136,8 +157,13 @@ let lastScrape = "";
 const scraper = http === undefined ? undefined : setInterval(() => {
   fetch(`http://${http}/metrics`).then((r) => r.text()).then((text) => lastScrape = text).catch(() => {});
 }, 1000);
-// Start the fleet once edgeinfer is subscribed, so latency measures the pipeline, not its start-up.
-for (let waited = 0; !/mqtt: subscribed/.test(run.stderrText()) && waited < 30_000; waited += 50) {
+// Start the fleet once edgeinfer is subscribed (or listening), so latency measures the pipeline, not its
+// start-up.
+for (
+  let waited = 0;
+  !/mqtt: subscribed|mqtt-server: listening/.test(run.stderrText()) && waited < 30_000;
+  waited += 50
+) {
   await new Promise((r) => setTimeout(r, 50));
 }
 const sim = start([
@@ -151,7 +177,8 @@ const sim = start([
   "--seed",
   values.seed!,
   "--target",
-  `mqtt://${values.mqtt}/demo-${tag}/cars/{car}/sensors?qos=1`,
+  fleetUrl,
+  ...(values.direct ? ["--connections", String(cars)] : []),
 ], "simulate");
 
 const simStatus = await sim.child.status;

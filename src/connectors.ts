@@ -8,6 +8,7 @@ import { createFileSource } from "./files/source.ts";
 import { createStreamSink } from "./files/sink.ts";
 import { kafkaSink, kafkaSource } from "./kafka/connect.ts";
 import { mqttSource } from "./mqtt/connect.ts";
+import { mqttServerSource } from "./mqtt_server/connect.ts";
 import type { Health } from "./pipeline/health.ts";
 import type { Logger } from "./log.ts";
 import type { Sink, Source } from "./pipeline/types.ts";
@@ -44,6 +45,8 @@ export function createSource(url: string, limits: SourceLimits = DEFAULT_LIMITS)
       return createFileSource(endpoint.path);
     case "mqtt":
       return mqttSource(flag, endpoint, limits);
+    case "mqtt-server":
+      return mqttServerSource(flag, endpoint, limits);
     case "kafka":
       return kafkaSource(flag, endpoint, limits);
   }
@@ -65,5 +68,9 @@ export async function createSink(
       return kafkaSink(flag, endpoint, options);
     case "mqtt":
       throw new UsageError(`${flag} cannot write to MQTT; use kafka://host:port/<topic>, file:<path> or -`);
+    case "mqtt-server":
+      throw new UsageError(
+        `${flag} mqtt-server:// is a source (devices publish to it); use kafka://host:port/<topic>, file:<path> or -`,
+      );
   }
 }

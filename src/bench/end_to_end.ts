@@ -185,6 +185,10 @@ function planSource(options: EndToEndOptions, tag: string, progress: (line: stri
         },
       };
     }
+    case "mqtt-server":
+      throw new UsageError(
+        `bench cannot fill an mqtt-server:// source yet; use file:<path>, kafka:// or mqtt://`,
+      );
     case "mqtt": {
       const q = readQuery(flag, endpoint.params, ["qos", "version", "username", "password-file"]);
       const qos = Number(oneOf(flag, "qos", q.get("qos"), ["1", "2"], "1")) as 1 | 2;

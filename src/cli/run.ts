@@ -49,6 +49,14 @@ Where events come from and go
                             share= member vanished, a survivor resumes its session; or off)
                           mqtts://host:port/<filter>: TLS (default port 8883), the same parameters and
                             ca=PATH (the broker's CA; else the system's), cert=PATH&key=PATH (mTLS)
+                          mqtt-server://ADDRESS:port/<filter>: devices connect to edgeinfer itself (MQTT
+                            3.1.1) and publish; QoS 1 is PUBACKed once the prediction is durable, QoS 0
+                            is at most once; a publish outside the filter or QoS 2 closes the connection
+                            users=PATH (NAME:BCRYPT-HASH lines, htpasswd -nbB) or allow-anonymous=true
+                            acl=cars/{identity}/# (a device publishes only under its own name)
+                          mqtts-server://ADDRESS:port/<filter>: the same over TLS (default port 8883),
+                            cert=PATH&key=PATH (the server's), ca=PATH (devices need a certificate of
+                            this CA; its CN is their identity)
                           kafka://host:port[,host:port]/<topic>[?group=edgeinfer&from=earliest]
                             request-timeout-ms=15000 (an unanswered request drops the connection; sink too)
                             session-timeout-ms=10000 (a lost member's partitions move after this)

@@ -74,6 +74,9 @@ Output
                           kafka://host:port[,host:port]/<topic> (message key = car id; tls=true,
                             ca=, cert=, key=, sasl=, username=, password-file= or
                             EDGEINFER_KAFKA_PASSWORD as for 'edgeinfer run')
+  --connections N         mqtt:// targets: one MQTT connection per car, up to N (default 1), each
+                          car always on the same one, like a fleet of devices; max-in-flight= is
+                          shared by them
   --quiet                 no progress line (every 5 s) or summary on stderr (= --log-level error)
   --log-format text|json  as for 'edgeinfer run' (also --log-level, --log-timestamps)
 
@@ -99,6 +102,8 @@ export interface SimulateOptions {
   failureRates: Record<FailureMode, number>;
   initialFailures: number;
   target: string;
+  /** MQTT connections, one per car up to this many (at most `cars`). */
+  connections: number;
   quiet: boolean;
   /** --log-format, --log-level (--quiet: error), --log-timestamps. */
   log: LogSettings;
@@ -118,6 +123,7 @@ export function parseSimulateArgs(argv: string[]): SimulateOptions {
     "initial-failures": { type: "string" },
     quiet: { type: "boolean", default: false },
     ...LOG_FLAGS,
+    connections: { type: "string" },
     "p-tire-pressure": { type: "string" },
     "p-shock": { type: "string" },
     "p-drive-shaft": { type: "string" },
@@ -181,6 +187,7 @@ export function parseSimulateArgs(argv: string[]): SimulateOptions {
     failureRates,
     initialFailures,
     target: f.target!,
+    connections: Math.min(cars, intFlag("connections", f.connections, 1, 1)),
     quiet: f.quiet!,
     log: logSettings(f),
   };
@@ -212,7 +219,7 @@ function sleep(ms: number): Promise<void> {
 export async function simulateCommand(argv: string[]): Promise<void> {
   const options = parseSimulateArgs(argv);
   rootLogger.configure(options.log);
-  const target = await openTarget(options.target, rootLogger);
+  const target = await openTarget(options.target, options.connections, rootLogger);
   await runSimulation(options, target, rootLogger);
 }
 

@@ -4,6 +4,8 @@ import { UsageError } from "../errors.ts";
  * A source, sink or simulator target given as a URL on the command line:
  *   mqtt://[user:pass@]host:port/<topic or filter>?qos=1&client-id=x&share=group
  *   mqtts://host:port/<filter>?ca=PATH&cert=PATH&key=PATH   (MQTT over TLS, default port 8883)
+ *   mqtt-server://host:port/<filter>?users=PATH&acl=…   (edgeinfer is the MQTT server devices connect to)
+ *   mqtts-server://host:port/<filter>?cert=PATH&key=PATH&ca=PATH   (the same over TLS, default port 8883)
  *   kafka://host:port[,host:port]/<topic>?group=<id>
  *   file:<path>     one event per line
  *   - | stdout      standard input (as a source) or standard output (as a sink)
@@ -16,6 +18,17 @@ export type Endpoint =
     username?: string;
     password?: string;
     /** Topic filter (source) or topic template (simulator), URL-decoded; `+` and `#` allowed. */
+    topic: string;
+    params: URLSearchParams;
+  }
+  | {
+    kind: "mqtt-server";
+    /** mqtts-server://: devices connect over TLS. */
+    tls: boolean;
+    /** The address to listen on, e.g. 127.0.0.1 or 0.0.0.0 (all interfaces). */
+    host: string;
+    port: number;
+    /** The topic filter devices publish under, URL-decoded; `+` and `#` allowed. */
     topic: string;
     params: URLSearchParams;
   }
@@ -54,6 +67,7 @@ export function parseEndpoint(flag: string, text: string): Endpoint {
   }
   const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(value)?.[1]?.toLowerCase();
   if (scheme === "mqtt" || scheme === "mqtts") return parseMqtt(flag, value, scheme);
+  if (scheme === "mqtt-server" || scheme === "mqtts-server") return parseMqttServer(flag, value, scheme);
   if (scheme === "kafka") return parseKafka(flag, value);
   throw new UsageError(
     `${flag} '${shown(value)}' is not a supported URL (${
@@ -86,6 +100,37 @@ function parseMqtt(flag: string, value: string, scheme: "mqtt" | "mqtts"): Endpo
     brokerUrl: `${scheme}://${url.hostname}:${port}`,
     username: url.username ? decodeUserinfo(url.username) : undefined,
     password: url.password ? decodeUserinfo(url.password) : undefined,
+    topic,
+    params: url.searchParams,
+  };
+}
+
+function parseMqttServer(flag: string, value: string, scheme: "mqtt-server" | "mqtts-server"): Endpoint {
+  const example = "e.g. mqtt-server://0.0.0.0:1883/cars/+/sensors?users=/etc/edgeinfer/users";
+  let url: URL;
+  try {
+    url = new URL(value.replaceAll("#", "%23"));
+  } catch {
+    throw new UsageError(`${flag} '${shown(value)}' is not a valid URL; ${example}`);
+  }
+  if (url.username || url.password) {
+    throw new UsageError(
+      `${flag} '${shown(value)}' has user info, which the MQTT server does not take: ` +
+        `devices log in with the accounts of users=PATH`,
+    );
+  }
+  if (url.hostname === "") {
+    throw new UsageError(`${flag} '${shown(value)}' needs the address to listen on; ${example}`);
+  }
+  const topic = decodeURIComponent(url.pathname.replace(/^\//, ""));
+  if (topic === "") {
+    throw new UsageError(`${flag} '${shown(value)}' needs the topic filter devices publish to; ${example}`);
+  }
+  return {
+    kind: "mqtt-server",
+    tls: scheme === "mqtts-server",
+    host: url.hostname.replace(/^\[(.*)\]$/, "$1"),
+    port: Number(url.port || (scheme === "mqtts-server" ? "8883" : "1883")),
     topic,
     params: url.searchParams,
   };

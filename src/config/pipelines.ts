@@ -71,6 +71,9 @@ export function checkPipelinesApart(path: string, pipelines: Record<string, RunS
         "give each pipeline its own client-id=",
       );
     }
+    if (source?.kind === "mqtt-server") {
+      claim(name, "source", `port ${source.port} on ${source.host}`, "give each pipeline its own port");
+    }
     if (source?.kind === "kafka") {
       claim(
         name,

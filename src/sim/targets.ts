@@ -34,8 +34,15 @@ export class TargetClosed extends Error {
 
 const FLAG = "--target";
 
-/** Opens the target named by a --target URL. */
-export async function openTarget(url: string, logger: Logger = rootLogger): Promise<SimTarget> {
+/**
+ * Opens the target named by a --target URL. `connections` > 1 (MQTT only): one MQTT connection per car
+ * up to that many, each car always on the same one, like a fleet of devices.
+ */
+export async function openTarget(
+  url: string,
+  connections = 1,
+  logger: Logger = rootLogger,
+): Promise<SimTarget> {
   const endpoint = parseEndpoint(FLAG, url);
   switch (endpoint.kind) {
     case "stdio":
@@ -66,16 +73,35 @@ export async function openTarget(url: string, logger: Logger = rootLogger): Prom
       const maxInFlight = positiveInt("max-in-flight", q.get("max-in-flight"), 2000);
       // The same password sources as `run`: password-file=, the URL, EDGEINFER_MQTT_PASSWORD.
       const { username, password } = mqttCredentials(FLAG, endpoint, q);
-      return await MqttTarget.connect(endpoint.brokerUrl, endpoint.topic, {
+      const options = {
         qos,
         maxInFlight,
         clientId: q.get("client-id"),
         username,
         password,
         tls: tlsOptions(FLAG, endpoint.brokerUrl, q),
-      });
+      };
+      if (connections <= 1) return await MqttTarget.connect(endpoint.brokerUrl, endpoint.topic, options);
+      return await ConnectionsTarget.open(
+        connections,
+        (i) =>
+          MqttTarget.connect(endpoint.brokerUrl, endpoint.topic, {
+            ...options,
+            // The window is shared: the same number of messages in flight whatever the connection count.
+            maxInFlight: Math.max(1, Math.ceil(maxInFlight / connections)),
+            clientId: `${options.clientId ?? "edgeinfer-sim"}-${i}`,
+          }),
+      );
     }
+    case "mqtt-server":
+      throw new UsageError(
+        `${FLAG} mqtt-server:// is where edgeinfer run listens; simulate publishes to it as a device: ` +
+          `use mqtt://host:port/cars/{car}/sensors`,
+      );
     case "kafka": {
+      if (connections > 1) {
+        throw new UsageError("--connections applies to an mqtt:// or mqtts:// --target only");
+      }
       // Loaded on demand: the Kafka client is not needed for the other targets.
       const { SECURITY_PARAMS, kafkaSecurity } = await import("../kafka/security.ts");
       const q = readQuery(FLAG, endpoint.params, ["client-id", ...SECURITY_PARAMS]);
@@ -265,6 +291,51 @@ class MqttTarget implements SimTarget {
     } finally {
       await this.#client.endAsync();
     }
+  }
+}
+
+/** Several MQTT connections, like devices: each car publishes on one of them, always the same. */
+class ConnectionsTarget implements SimTarget {
+  readonly description: string;
+  readonly #connectionOf = new Map<string, number>();
+
+  private constructor(private readonly targets: MqttTarget[]) {
+    this.description = `${targets[0].description} over ${targets.length} connections`;
+  }
+
+  static async open(
+    count: number,
+    connect: (index: number) => Promise<MqttTarget>,
+  ): Promise<ConnectionsTarget> {
+    const targets: MqttTarget[] = [];
+    try {
+      // In groups, so that a large fleet does not hit the server with thousands of handshakes at once.
+      for (let first = 0; first < count; first += 100) {
+        const group = Array.from({ length: Math.min(100, count - first) }, (_, i) => connect(first + i));
+        targets.push(...await Promise.all(group));
+      }
+    } catch (err) {
+      await Promise.all(targets.map((t) => t.close().catch(() => {})));
+      throw err;
+    }
+    return new ConnectionsTarget(targets);
+  }
+
+  async write(events: CarEvent[]): Promise<void> {
+    const parts: CarEvent[][] = this.targets.map(() => []);
+    for (const event of events) {
+      let index = this.#connectionOf.get(event.car);
+      if (index === undefined) {
+        index = this.#connectionOf.size % this.targets.length;
+        this.#connectionOf.set(event.car, index);
+      }
+      parts[index].push(event);
+    }
+    await Promise.all(parts.map((part, i) => part.length > 0 ? this.targets[i].write(part) : undefined));
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.targets.map((t) => t.close()));
   }
 }
 
