@@ -311,7 +311,6 @@ Deno.test("mqtt-server e2e: the seed messages published by mosquitto_pub arrive 
     `mqtt-server://127.0.0.1:${port}/ecg/+?allow-anonymous=true`,
     "--sink",
     `kafka://${KAFKA_BROKERS[0]}/${topic}`,
-    "--quiet",
   ]);
   try {
     await run.waitForStderr(/listening on mqtt-server/);
@@ -353,7 +352,6 @@ Deno.test("mqtt-server e2e: SIGKILL mid-stream loses nothing: devices resend wha
     `mqtt-server://127.0.0.1:${port}/${prefix}/+/sensors?allow-anonymous=true`,
     "--sink",
     `kafka://${KAFKA_BROKERS[0]}/${topic}`,
-    "--quiet",
   ];
   const perCar = 400;
   const carCount = 4;
@@ -422,7 +420,6 @@ Deno.test("mqtt-server e2e: simulate --connections N: one connection per car, ev
     `mqtt-server://127.0.0.1:${port}/${prefix}/+/sensors?allow-anonymous=true`,
     "--sink",
     `kafka://${KAFKA_BROKERS[0]}/${topic}`,
-    "--quiet",
   ]);
   try {
     await run.waitForStderr(/listening on mqtt-server/);
