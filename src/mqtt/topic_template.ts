@@ -13,7 +13,7 @@ export class TopicTemplate {
   /** `flag` names the option in messages. Throws UsageError for a template that is no valid topic. */
   constructor(readonly template: string, flag: string) {
     if (template === "") throw new UsageError(`${flag} needs a topic, e.g. cars/{key}/predictions`);
-    if (/[+#\u0000]/.test(template) || template.startsWith("$")) {
+    if (/[+#]/.test(template) || template.includes("\0") || template.startsWith("$")) {
       throw new UsageError(
         `${flag} topic '${template}' must not hold the wildcards + or # (nor start with $): ` +
           `it names the topic each record is published to, e.g. cars/{key}/predictions`,
@@ -31,7 +31,7 @@ export class TopicTemplate {
   topic(key: string | undefined): { topic: string } | { problem: string } {
     if (!this.keyed) return { topic: this.template };
     if (key === undefined || key === "") return { problem: `the record has no key for '${this.template}'` };
-    if (/[+#\u0000]/.test(key)) {
+    if (/[+#]/.test(key) || key.includes("\0")) {
       return {
         problem: `its key ${JSON.stringify(key)} holds an MQTT wildcard (+ or #), not allowed in a topic`,
       };

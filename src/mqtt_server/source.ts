@@ -302,8 +302,8 @@ export function createMqttServerSource(options: MqttServerSourceOptions): Source
         `subscription to '${filter}', outside its rights '${own ?? "(none)"}'`,
       );
     } else {
-      // Alerts go out at QoS 0 whatever was asked for (best effort; see src/alerts/alerts.ts).
-      return done(null, { ...subscription, qos: 0 });
+      // Granted as asked; alerts are published at QoS 0, so they arrive at QoS 0 (src/alerts/alerts.ts).
+      return done(null, subscription);
     }
     done(null, null);
   };
