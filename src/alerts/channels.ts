@@ -10,6 +10,9 @@ import { DEFAULT_KEEPALIVE_S } from "../mqtt/source.ts";
 import type { Source } from "../pipeline/types.ts";
 import type { AlertChannel } from "./alerts.ts";
 
+/** Bytes of alerts waiting in the broker connection's send buffer beyond which new ones are dropped. */
+const MAX_BUFFERED_BYTES = 1 << 20;
+
 /** A source devices connect to (mqtt-server://), which can publish to those subscribed on it. */
 export interface DevicePublisher {
   /** Publishes at QoS 0 to the devices subscribed to `topic`; false before the server listens. */
@@ -73,6 +76,8 @@ export function brokerChannel(sourceUrl: string, log: Logger): AlertChannel {
     description: endpoint.brokerUrl,
     publish(topic, payload) {
       if (stopped || !client.connected) return false;
+      // A slow link: drop rather than let alerts pile up in the socket's buffer.
+      if ((client.stream?.writableLength ?? 0) > MAX_BUFFERED_BYTES) return false;
       client.publish(topic, payload, { qos: 0 });
       return true;
     },
