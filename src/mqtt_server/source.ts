@@ -406,7 +406,9 @@ export function createMqttServerSource(options: MqttServerSourceOptions): Source
       wakeConsumer();
       gated.clear();
       if (refusals.total > 0) {
-        log.warn(`mqtt-server: ${refusals.total} refused logins, publishes or handshakes in all`);
+        log.warn(
+          `mqtt-server: ${refusals.total} refused logins, publishes, subscriptions or handshakes in all`,
+        );
       }
       server?.close();
       // The PUBACKs written so far go out before the connections close (end() flushes, destroy would not).
