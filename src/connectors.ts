@@ -7,7 +7,7 @@ import { UsageError } from "./errors.ts";
 import { createFileSource } from "./files/source.ts";
 import { createStreamSink } from "./files/sink.ts";
 import { kafkaSink, kafkaSource } from "./kafka/connect.ts";
-import { mqttSource } from "./mqtt/connect.ts";
+import { mqttSink, mqttSource } from "./mqtt/connect.ts";
 import { mqttServerSource } from "./mqtt_server/connect.ts";
 import type { Health } from "./pipeline/health.ts";
 import type { Logger } from "./log.ts";
@@ -25,6 +25,8 @@ export interface SourceLimits {
   health?: Health;
   /** Where the source's own lines go (connections, subscriptions); default: the root logger. */
   logger?: Logger;
+  /** mqtt-server://: the filter devices may subscribe within (the alerts' topics); absent: none. */
+  deviceSubscriptions?: string;
 }
 
 const DEFAULT_LIMITS: SourceLimits = {
@@ -67,10 +69,10 @@ export async function createSink(
     case "kafka":
       return kafkaSink(flag, endpoint, options);
     case "mqtt":
-      throw new UsageError(`${flag} cannot write to MQTT; use kafka://host:port/<topic>, file:<path> or -`);
+      return mqttSink(flag, endpoint, options);
     case "mqtt-server":
       throw new UsageError(
-        `${flag} mqtt-server:// is a source (devices publish to it); use kafka://host:port/<topic>, file:<path> or -`,
+        `${flag} mqtt-server:// is a source (devices publish to it); use mqtt://host:port/<topic>, kafka://host:port/<topic>, file:<path> or -`,
       );
   }
 }

@@ -66,9 +66,19 @@ Where events come from and go
                           file:<path> (one event per line) or - (stdin); these end the run at EOF
   --sink URL              kafka://host:port/<topic>[?compression=zstd&max-record-bytes=1000000]
                             compression: none, gzip, snappy, lz4 or zstd (the default)
+                          mqtt://host:port/<topic>, e.g. .../cars/{key}/predictions ({key}: the record's
+                            key): QoS 1, durable once the broker PUBACKs; a key holding + or # or empty
+                            is refused (dead-lettered); client-id=, version=4|5, keepalive=, login and
+                            mqtts:// TLS parameters as for --source
                           file:<path> (fsynced per batch) or - (stdout, the default)
   --dlq URL               dead-letter sink for events that cannot be scored (same forms as --sink);
                           without it they are counted and each kind of error is logged once
+  --alerts TOPIC          publish predictions back to the devices, e.g. 'cars/{key}/alerts' ({key}: the
+                          record's key, a whole level): with mqtt-server:// to the devices subscribed
+                          on edgeinfer (they may subscribe within TOPIC and their acl= rights), with
+                          mqtt:// to the source's broker. Best effort: QoS 0, sent once the batch is
+                          scored, before it is durable; never holds or slows acknowledgements
+  --alerts-on WHICH       anomalies (the default: predictions over the threshold) or all
 
 Batching and delivery
   --batch-size N          flush a batch at N events (default 256)
@@ -168,6 +178,8 @@ export const RUN_FLAGS = {
   "buffer-max-bytes": { type: "string" },
   "buffer-when-full": { type: "string", default: "block" },
   http: { type: "string" },
+  alerts: { type: "string" },
+  "alerts-on": { type: "string" },
   ...LOG_FLAGS,
 } as const;
 

@@ -18,6 +18,8 @@ import { Health } from "../pipeline/health.ts";
 import { DiskBuffer } from "../buffer/buffer.ts";
 import type { RunControl } from "./run_control.ts";
 import type { PipelineSettings } from "./run_settings.ts";
+import { Alerts } from "../alerts/alerts.ts";
+import { brokerChannel, deviceChannel, isDevicePublisher } from "../alerts/channels.ts";
 
 export async function runPipeline(name: string, s: PipelineSettings, control: RunControl): Promise<void> {
   const label = control.label(name);
@@ -43,6 +45,7 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
     keepOversizeBytes: s.deadLetterPayloadBytes,
     health,
     logger: log,
+    deviceSubscriptions: s.alerts?.template.filter(),
   };
   const eos = s.exactlyOnce ? exactlyOnce({ source: s.source, sink: s.sink, dlq: s.dlq }, limits) : undefined;
   const source = eos?.source ?? createSource(s.source, limits);
@@ -92,6 +95,14 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
       traceHeaders: s.traceHeaders,
     });
   const encoder = encoderFor(model);
+  if (s.alerts?.on === "anomalies" && model.threshold === undefined) {
+    await modelSource?.close();
+    await model.close();
+    throw new UsageError(
+      `--alerts-on anomalies needs a threshold, and model '${modelLabel}' has none: ` +
+        `pass --threshold X, or --alerts-on all`,
+    );
+  }
   // Hot swap (SIGHUP, --watch-model, --model-source). Metrics: models.listen({ modelLoaded, modelReload }).
   const models = new ModelSwapper(model, overrides, encoderFor, log);
   const reloadFile = () => {
@@ -140,6 +151,16 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
         close: () => buffer.close(control.abandon.signal),
       });
     }
+    // Alerts: published as each batch goes to the sink; closed after the sinks (a pseudo-sink).
+    const alerts = s.alerts && new Alerts(
+      s.alerts.template,
+      s.alerts.on,
+      isDevicePublisher(source) ? deviceChannel(source) : brokerChannel(s.source, log),
+      log,
+    );
+    if (alerts) {
+      sinks.push({ description: "alerts", send: () => Promise.resolve(), close: () => alerts.close() });
+    }
     // Exactly once: the transactions' producer is closed with the sinks (an open transaction is aborted).
     if (eos) {
       sinks.push({
@@ -156,7 +177,8 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
         `batch ${s.batchSize}, linger ${s.lingerMs} ms` +
         (eos ? `; exactly once (a transaction every ${eos.transaction.intervalMs} ms)` : "") +
         (s.watchModel ? "; watching the model file" : "") +
-        (modelSource ? `; models from ${modelSource.description}` : ""),
+        (modelSource ? `; models from ${modelSource.description}` : "") +
+        (alerts ? `; ${alerts.description}` : ""),
     );
     if (log.enabled("info")) {
       let last = { acked: 0, at: performance.now() };
@@ -174,7 +196,7 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
 
     const pipeline = new Pipeline({
       source,
-      sink: buffer?.sink(0) ?? sink,
+      sink: alerts ? alerts.wrap(buffer?.sink(0) ?? sink) : buffer?.sink(0) ?? sink,
       deadLetter: deadLetter && (buffer?.sink(1) ?? deadLetter),
       model,
       decoder,
@@ -242,5 +264,6 @@ export function partsToConnect(
   if (/^mqtts?:/.test(s.source)) parts.push("MQTT source");
   if (/^kafka:/.test(s.source)) parts.push("Kafka source");
   if (!s.exactlyOnce && [s.sink, s.dlq].some((url) => url?.startsWith("kafka:"))) parts.push("Kafka sink");
+  if ([s.sink, s.dlq].some((url) => url !== undefined && /^mqtts?:/.test(url))) parts.push("MQTT sink");
   return parts;
 }

@@ -7,6 +7,10 @@ import { type HttpAddress, parseHttpAddress } from "../observe/http.ts";
 import type { LogSettings } from "../log.ts";
 import { durationFlag, intFlag, listFlag, logSettings, numberFlag } from "./args.ts";
 import type { RUN_FLAGS } from "./run.ts";
+import { ALERTS_ON, type AlertsOn } from "../alerts/alerts.ts";
+import { parseEndpoint } from "../config/endpoint.ts";
+import { TopicTemplate } from "../mqtt/topic_template.ts";
+import { filtersOverlap } from "../mqtt_server/topics.ts";
 
 type RunFlags = typeof RUN_FLAGS;
 
@@ -59,6 +63,8 @@ export interface PipelineSettings {
   threads: number;
   exactlyOnce: boolean;
   buffer: { dir: string; maxBytes: number; whenFull: WhenFull } | undefined;
+  /** --alerts TEMPLATE, --alerts-on: predictions published back over the source's MQTT (best effort). */
+  alerts: { template: TopicTemplate; on: AlertsOn } | undefined;
 }
 
 export function processSettings(f: RunValues): ProcessSettings {
@@ -139,6 +145,7 @@ export function pipelineSettings(f: RunValues): PipelineSettings {
       if (f[flag] !== undefined) throw new UsageError(`--${flag} applies to --format json only`);
     }
   }
+  const alerts = alertSettings(f, f.source);
   return {
     model: f.model,
     watchModel: f["watch-model"] ?? false,
@@ -166,5 +173,38 @@ export function pipelineSettings(f: RunValues): PipelineSettings {
     threads,
     exactlyOnce,
     buffer: f.buffer === undefined ? undefined : { dir: f.buffer, maxBytes: bufferMaxBytes, whenFull },
+    alerts,
   };
+}
+
+/** --alerts and --alerts-on, checked against the source: alerts go out over its MQTT. */
+function alertSettings(f: RunValues, source: string): PipelineSettings["alerts"] {
+  const on = f["alerts-on"];
+  if (f.alerts === undefined) {
+    if (on !== undefined) {
+      throw new UsageError("--alerts-on needs --alerts TOPIC, e.g. --alerts 'cars/{key}/alerts'");
+    }
+    return undefined;
+  }
+  if (on !== undefined && !(ALERTS_ON as readonly string[]).includes(on)) {
+    throw new UsageError(`--alerts-on must be anomalies or all, got '${on}'`);
+  }
+  const template = new TopicTemplate(f.alerts, "--alerts");
+  const alertFilter = template.filter();
+  if (alertFilter === undefined) {
+    throw new UsageError(`--alerts ${f.alerts}: {key} must be a whole topic level, e.g. cars/{key}/alerts`);
+  }
+  const endpoint = parseEndpoint("--source", source);
+  if (endpoint.kind !== "mqtt" && endpoint.kind !== "mqtt-server") {
+    throw new UsageError(
+      "--alerts publishes back over MQTT: it needs an mqtt:// (broker) or mqtt-server:// (devices) --source",
+    );
+  }
+  if (filtersOverlap(alertFilter, endpoint.topic)) {
+    throw new UsageError(
+      `--alerts ${f.alerts} lies within the --source filter '${endpoint.topic}': alerts would be read back ` +
+        `as events; choose a topic outside it, e.g. cars/{key}/alerts for cars/+/sensors`,
+    );
+  }
+  return { template, on: (on ?? "anomalies") as AlertsOn };
 }

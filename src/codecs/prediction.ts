@@ -51,7 +51,8 @@ export class PredictionEncoder {
     if (meta.id !== undefined) value += `,"id":${JSON.stringify(meta.id)}`;
     value += `,"score":${score}`;
     const threshold = this.options.threshold;
-    if (threshold !== undefined) value += `,"anomaly":${score > threshold}${this.thresholdJson}`;
+    const anomaly = threshold !== undefined && score > threshold;
+    if (threshold !== undefined) value += `,"anomaly":${anomaly}${this.thresholdJson}`;
     value += `,"model":${this.modelJson},"ts":${ts}`;
     const passthrough = meta.passthrough;
     if (passthrough !== undefined) {
@@ -64,7 +65,7 @@ export class PredictionEncoder {
     const headers = this.options.traceHeaders === false
       ? NO_HEADERS
       : { "edgeinfer-source": describeOrigin(origin), "edgeinfer-model": this.modelHeader };
-    return { key, value, headers };
+    return { key, value, headers, anomaly };
   }
 }
 

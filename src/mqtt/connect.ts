@@ -3,9 +3,14 @@ import { type Endpoint, MQTT_PASSWORD_ENV, mqttCredentials } from "../config/end
 import { integerIn, oneOf, readQuery } from "../config/query.ts";
 import { readTlsFiles, type TlsFiles, tlsParamGiven } from "../config/tls.ts";
 import { UsageError } from "../errors.ts";
-import type { Source } from "../pipeline/types.ts";
+import type { Sink, Source } from "../pipeline/types.ts";
 import type { SourceLimits } from "../connectors.ts";
+import type { Health } from "../pipeline/health.ts";
+import type { Logger } from "../log.ts";
 import { createMqttSource, DEFAULT_KEEPALIVE_S } from "./source.ts";
+import { createMqttSink } from "./sink.ts";
+import { publisherClientId } from "./publisher.ts";
+import { TopicTemplate } from "./topic_template.ts";
 import { DEFAULT_TAKEOVER_DELAY_S } from "./takeover.ts";
 
 type MqttEndpoint = Extract<Endpoint, { kind: "mqtt" }>;
@@ -82,6 +87,51 @@ export function mqttSource(flag: string, endpoint: MqttEndpoint, limits: SourceL
     logger: limits.logger,
     keepaliveSeconds,
     takeoverDelaySeconds,
+  });
+}
+
+/** A --sink or --dlq mqtt:// URL: the MQTT sink (QoS 1, durable once the broker PUBACKs). */
+export function mqttSink(
+  flag: string,
+  endpoint: MqttEndpoint,
+  options: { health?: Health; logger?: Logger },
+): Sink {
+  const q = readQuery(flag, endpoint.params, [
+    "client-id",
+    "version",
+    "username",
+    "password-file",
+    "keepalive",
+    "ca",
+    "cert",
+    "key",
+  ]);
+  const protocolVersion = Number(oneOf(flag, "version", q.get("version"), ["4", "5"], "5")) as 4 | 5;
+  const { username, password, passwordFrom } = mqttCredentials(flag, endpoint, q);
+  if (password !== undefined && username === undefined && protocolVersion === 4) {
+    const from = passwordFrom === "env" ? MQTT_PASSWORD_ENV : passwordFrom;
+    throw new UsageError(
+      `${flag} has a password (from ${from}) but no user name, which MQTT 3.1.1 (version=4) ` +
+        `does not allow: add username=NAME`,
+    );
+  }
+  return createMqttSink({
+    flag,
+    brokerUrl: endpoint.brokerUrl,
+    topic: new TopicTemplate(endpoint.topic, flag),
+    username,
+    password,
+    tls: tlsOptions(flag, endpoint.brokerUrl, q),
+    clientId: q.get("client-id") || publisherClientId(flag === "--dlq" ? "dlq" : "sink"),
+    protocolVersion,
+    keepaliveSeconds: integerIn(flag, "keepalive", q.get("keepalive"), {
+      min: 1,
+      max: 65535,
+      fallback: DEFAULT_KEEPALIVE_S,
+      meaning: "seconds between MQTT pings; a silent link is dropped after 1.5 times this",
+    }),
+    health: options.health,
+    logger: options.logger,
   });
 }
 

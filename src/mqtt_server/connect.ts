@@ -5,13 +5,18 @@ import { oneOf, readQuery } from "../config/query.ts";
 import { readTlsFiles, tlsParamGiven } from "../config/tls.ts";
 import { UsageError } from "../errors.ts";
 import type { Source } from "../pipeline/types.ts";
+import type { DevicePublisher } from "../alerts/channels.ts";
 import { bcryptLogin, readUsersFile } from "./auth.ts";
 import { createMqttServerSource } from "./source.ts";
 import { filterProblem, IDENTITY_PLACEHOLDER } from "./topics.ts";
 
 type MqttServerEndpoint = Extract<Endpoint, { kind: "mqtt-server" }>;
 
-export function mqttServerSource(flag: string, endpoint: MqttServerEndpoint, limits: SourceLimits): Source {
+export function mqttServerSource(
+  flag: string,
+  endpoint: MqttServerEndpoint,
+  limits: SourceLimits,
+): Source & DevicePublisher {
   const q = readQuery(flag, endpoint.params, ["users", "acl", "allow-anonymous", "cert", "key", "ca"]);
   const problem = filterProblem(endpoint.topic);
   if (problem) throw new UsageError(`${flag} topic filter '${endpoint.topic}': ${problem}`);
@@ -56,6 +61,7 @@ export function mqttServerSource(flag: string, endpoint: MqttServerEndpoint, lim
     topicFilter: endpoint.topic,
     login: usersPath === undefined ? undefined : bcryptLogin(readUsersFile(flag, usersPath)),
     aclTemplate: acl,
+    subscribable: limits.deviceSubscriptions,
     tls: tlsFiles,
     maxHeldEvents: limits.maxHeldEvents,
     maxHeldBytes: limits.maxHeldBytes,

@@ -19,9 +19,14 @@
  *
  * Refused (the connection is closed: MQTT 3.1.1 can refuse a publish in no other way), counted and
  * logged once per device per minute: a publish outside the filter or the device's `acl=` rights, QoS 2.
- * Subscriptions are refused (nothing is published to devices yet). Wills are routed but not scored.
+ * Wills are routed but not scored.
+ *
+ * Alerts back to devices (`publishToDevices`, see src/alerts/): a device may subscribe only within
+ * `subscribable` (the alerts' topics) and, with `acl=`, within its own rights; other subscriptions get a
+ * failure in their SUBACK (the connection stays). Without `subscribable`, every subscription is refused.
  */
-import { Aedes, type AuthenticateError, type Client, type PublishPacket } from "aedes";
+import { Aedes, type AuthenticateError, type Client, type PublishPacket, type Subscription } from "aedes";
+import type { Buffer } from "node:buffer";
 import mqttPacket from "mqtt-packet";
 import { createServer as createTcpServer, type Server, type Socket } from "node:net";
 import { createServer as createTlsServer, type TLSSocket } from "node:tls";
@@ -30,7 +35,8 @@ import { type Logger, rootLogger } from "../log.ts";
 import { Health } from "../pipeline/health.ts";
 import { cutOversize, HeldBudget } from "../pipeline/held.ts";
 import type { Origin, Source, SourceEvent } from "../pipeline/types.ts";
-import { deviceFilter, topicMatches } from "./topics.ts";
+import { deviceFilter, filterWithin, topicMatches } from "./topics.ts";
+import type { DevicePublisher } from "../alerts/channels.ts";
 
 export interface MqttServerSourceOptions {
   /** Names the option in messages, e.g. "--source". */
@@ -45,8 +51,10 @@ export interface MqttServerSourceOptions {
    * Absent: every device may connect (allow-anonymous=true); its identity is its client id.
    */
   login?: (username: string | undefined, password: Uint8Array | undefined) => Promise<string | undefined>;
-  /** Topic rights, e.g. `cars/{identity}/#`: a device may publish only under its own filter. */
+  /** Topic rights, e.g. `cars/{identity}/#`: a device may publish (and subscribe) only under its own filter. */
   aclTemplate?: string;
+  /** The filter devices may subscribe within (the alerts' topics, e.g. `cars/+/alerts`); absent: none. */
+  subscribable?: string;
   /**
    * TLS (mqtts-server://): the server's certificate and key (PEM). With `ca`, devices must present a
    * certificate signed by it (mTLS), and its common name is the device's identity.
@@ -112,7 +120,7 @@ export class RefusalLog {
   }
 }
 
-export function createMqttServerSource(options: MqttServerSourceOptions): Source {
+export function createMqttServerSource(options: MqttServerSourceOptions): Source & DevicePublisher {
   const { flag, host, topicFilter, aclTemplate } = options;
   const scheme = options.tls ? "mqtts-server" : "mqtt-server";
   const address = host.includes(":") ? `[${host}]:${options.port}` : `${host}:${options.port}`;
@@ -273,10 +281,36 @@ export function createMqttServerSource(options: MqttServerSourceOptions): Source
     }, (err) => done(err, null));
   };
 
+  /** Within the alerts' topics and the device's rights: granted; otherwise a failure in the SUBACK. */
+  const authorizeSubscribe = (
+    client: Client,
+    subscription: Subscription,
+    done: (err: Error | null, subscription?: Subscription | null) => void,
+  ) => {
+    const filter = subscription.topic;
+    const { subscribable } = options;
+    const own = aclTemplate === undefined
+      ? undefined
+      : deviceFilter(aclTemplate, identities.get(client) ?? client.id);
+    if (subscribable === undefined) {
+      refusals.refuse(deviceName(client), `subscription to '${filter}' (nothing is published to devices)`);
+    } else if (!filterWithin(filter, subscribable)) {
+      refusals.refuse(deviceName(client), `subscription to '${filter}', outside '${subscribable}'`);
+    } else if (aclTemplate !== undefined && (own === undefined || !filterWithin(filter, own))) {
+      refusals.refuse(
+        deviceName(client),
+        `subscription to '${filter}', outside its rights '${own ?? "(none)"}'`,
+      );
+    } else {
+      // Granted as asked; alerts are published at QoS 0, so they arrive at QoS 0 (src/alerts/alerts.ts).
+      return done(null, subscription);
+    }
+    done(null, null);
+  };
+
   const listen = async (): Promise<void> => {
     broker = await Aedes.createBroker({ authenticate, authorizePublish });
-    // Nothing is published to devices yet: a subscription would only see other devices' data.
-    broker.authorizeSubscribe = (_client, _subscription, done) => done(null, null);
+    broker.authorizeSubscribe = authorizeSubscribe;
     // A device that breaks the protocol (aedes closes its connection); lost links are not worth a line.
     const report = (client: Client, err: Error) => {
       if (
@@ -326,6 +360,12 @@ export function createMqttServerSource(options: MqttServerSourceOptions): Source
   return {
     description,
 
+    publishToDevices(topic: string, payload: Buffer): boolean {
+      if (broker === undefined || closed) return false;
+      broker.publish({ cmd: "publish", topic, payload, qos: 0, retain: false, dup: false }, () => {});
+      return true;
+    },
+
     async *events(signal: AbortSignal): AsyncIterable<SourceEvent[]> {
       if (broker) throw new Error("MqttServerSource.events() may only be called once");
       const onAbort = () => wakeConsumer();
@@ -366,7 +406,9 @@ export function createMqttServerSource(options: MqttServerSourceOptions): Source
       wakeConsumer();
       gated.clear();
       if (refusals.total > 0) {
-        log.warn(`mqtt-server: ${refusals.total} refused logins, publishes or handshakes in all`);
+        log.warn(
+          `mqtt-server: ${refusals.total} refused logins, publishes, subscriptions or handshakes in all`,
+        );
       }
       server?.close();
       // The PUBACKs written so far go out before the connections close (end() flushes, destroy would not).

@@ -37,3 +37,28 @@ export function deviceFilter(template: string, identity: string): string | undef
   if (identity === "" || /[/+#]/.test(identity) || identity.includes("\u0000")) return undefined;
   return template.replaceAll(IDENTITY_PLACEHOLDER, identity);
 }
+
+/** Whether every topic `inner` matches is matched by `outer` too (a subscription within a device's rights). */
+export function filterWithin(inner: string, outer: string): boolean {
+  const a = inner.split("/");
+  const b = outer.split("/");
+  if (a[0].startsWith("$") !== b[0].startsWith("$")) return false;
+  for (let i = 0; i < b.length; i++) {
+    if (b[i] === "#") return true;
+    if (i >= a.length || a[i] === "#") return false;
+    if (b[i] !== "+" && a[i] !== b[i]) return false;
+  }
+  return a.length === b.length;
+}
+
+/** Whether some topic is matched by both filters. */
+export function filtersOverlap(a: string, b: string): boolean {
+  const x = a.split("/");
+  const y = b.split("/");
+  for (let i = 0; i < Math.max(x.length, y.length); i++) {
+    if (x[i] === "#" || y[i] === "#") return true;
+    if (i >= x.length || i >= y.length) return false;
+    if (x[i] !== "+" && y[i] !== "+" && x[i] !== y[i]) return false;
+  }
+  return true;
+}

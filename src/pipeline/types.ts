@@ -52,6 +52,8 @@ export interface OutRecord {
   value: string;
   /** Kafka headers; stream sinks ignore them. */
   headers: Record<string, string>;
+  /** A prediction over the model's threshold (for alerts; not serialised: `value` says it too). */
+  anomaly?: boolean;
 }
 
 /** A record a sink refused for good (too large, invalid for the topic): `index` into send()'s records. */

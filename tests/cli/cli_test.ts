@@ -90,8 +90,8 @@ Deno.test("edgeinfer names bad commands, flags, URLs and model paths in one line
     /--trace-headers must be on or off, got 'maybe'/,
   );
   assertUsageError(
-    await runCli(["run", "--model", model, "--source", "-", "--sink", "mqtt://127.0.0.1:1883/out"]),
-    /--sink cannot write to MQTT/,
+    await runCli(["run", "--model", model, "--source", "-", "--sink", "mqtt://127.0.0.1:1883/out/+"]),
+    /--sink topic 'out\/\+' must not hold the wildcards \+ or #/,
   );
   const notOnnx = await Deno.makeTempFile({ suffix: ".onnx" });
   await Deno.writeTextFile(notOnnx, "this is not a model\n");

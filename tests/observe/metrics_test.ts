@@ -149,6 +149,7 @@ Deno.test("partsToConnect: from the URLs", () => {
   assert.deepEqual(partsToConnect({ ...base, source: "file:/tmp/x" }), []);
   assert.deepEqual(partsToConnect({ ...base, source: "mqtts://h:8883/a" }), ["MQTT source"]);
   assert.deepEqual(partsToConnect({ ...base, source: "-", dlq: "kafka://h:9092/d" }), ["Kafka sink"]);
+  assert.deepEqual(partsToConnect({ ...base, source: "-", sink: "mqtt://h:1883/p/{key}" }), ["MQTT sink"]);
   assert.deepEqual(
     partsToConnect({
       source: "kafka://h:9092/a",
