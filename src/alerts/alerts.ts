@@ -43,7 +43,8 @@ export class Alerts {
   publish(records: OutRecord[]): void {
     for (let i = 0; i < records.length; i++) {
       const record = records[i];
-      if (this.on === "anomalies" && !record.anomaly) continue;
+      // With --alert-hysteresis, "anomalies" follows the device's alert: while open, and the closing reading.
+      if (this.on === "anomalies" && !(record.alert ?? record.anomaly)) continue;
       const topic = this.template.topic(record.key);
       if ("problem" in topic) {
         this.dropped++;

@@ -78,7 +78,15 @@ Where events come from and go
                           on edgeinfer (they may subscribe within TOPIC and their acl= rights), with
                           mqtt:// to the source's broker. Best effort: QoS 0, sent once the batch is
                           scored, before it is durable; never holds or slows acknowledgements
-  --alerts-on WHICH       anomalies (the default: predictions over the threshold) or all
+  --alerts-on WHICH       anomalies (the default: predictions over the threshold; with
+                          --alert-hysteresis: while the device's alert is open, and its closing) or all
+  --alert-hysteresis K/N,M
+                          a device alert per key that opens when K of its last N readings are anomalous
+                          and closes after M normal ones in a row (N <= 32), e.g. 3/5,10; each record
+                          gains "alert":{"open":…,"since":…,"changed":…}. In memory: empty after a restart
+  --alert-devices N       devices whose alert state is kept, the least recently seen dropped beyond
+                          (default 100000; a dropped device starts again closed)
+  --alert-idle D          a device unseen for D starts again closed (default 1h)
 
 Batching and delivery
   --batch-size N          flush a batch at N events (default 256)
@@ -180,6 +188,9 @@ export const RUN_FLAGS = {
   http: { type: "string" },
   alerts: { type: "string" },
   "alerts-on": { type: "string" },
+  "alert-hysteresis": { type: "string" },
+  "alert-devices": { type: "string" },
+  "alert-idle": { type: "string" },
   ...LOG_FLAGS,
 } as const;
 

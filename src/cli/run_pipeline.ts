@@ -19,6 +19,7 @@ import { DiskBuffer } from "../buffer/buffer.ts";
 import type { RunControl } from "./run_control.ts";
 import type { PipelineSettings } from "./run_settings.ts";
 import { Alerts } from "../alerts/alerts.ts";
+import { DeviceAlerts } from "../alerts/hysteresis.ts";
 import { brokerChannel, deviceChannel, isDevicePublisher } from "../alerts/channels.ts";
 
 export async function runPipeline(name: string, s: PipelineSettings, control: RunControl): Promise<void> {
@@ -85,6 +86,10 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
   } else {
     decoder = new DelimitedDecoder(model.width);
   }
+  // One device alert state for the pipeline, shared by every model's encoder (it outlives a swap).
+  const deviceAlerts = s.alertHysteresis &&
+    new DeviceAlerts(s.alertHysteresis.rule, s.alertHysteresis.bounds);
+  if (metrics) metrics.deviceAlerts = deviceAlerts;
   // Each model has its own encoder: the model's name, version and threshold are serialised once per model.
   const encoderFor = (m: Model) =>
     new PredictionEncoder({
@@ -93,6 +98,7 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
       threshold: m.threshold,
       passthrough: s.passthrough.map((p) => p.name),
       traceHeaders: s.traceHeaders,
+      deviceAlerts,
     });
   const encoder = encoderFor(model);
   if (s.alerts?.on === "anomalies" && model.threshold === undefined) {
@@ -101,6 +107,13 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
     throw new UsageError(
       `--alerts-on anomalies needs a threshold, and model '${modelLabel}' has none: ` +
         `pass --threshold X, or --alerts-on all`,
+    );
+  }
+  if (deviceAlerts && model.threshold === undefined) {
+    await modelSource?.close();
+    await model.close();
+    throw new UsageError(
+      `--alert-hysteresis counts anomalies, and model '${modelLabel}' has no threshold: pass --threshold X`,
     );
   }
   // Hot swap (SIGHUP, --watch-model, --model-source). Metrics: models.listen({ modelLoaded, modelReload }).
@@ -178,7 +191,8 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
         (eos ? `; exactly once (a transaction every ${eos.transaction.intervalMs} ms)` : "") +
         (s.watchModel ? "; watching the model file" : "") +
         (modelSource ? `; models from ${modelSource.description}` : "") +
-        (alerts ? `; ${alerts.description}` : ""),
+        (alerts ? `; ${alerts.description}` : "") +
+        (deviceAlerts ? `; device alerts ${describeRule(deviceAlerts)}` : ""),
     );
     if (log.enabled("info")) {
       let last = { acked: 0, at: performance.now() };
@@ -237,6 +251,13 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
           ? `; buffer: ${buffer.forwarded} forwarded` +
             (buffer.dropped > 0 ? `, ${buffer.dropped} dropped (drop-oldest)` : "") +
             (buffer.refused > 0 ? `, ${buffer.refused} refused by the sink` : "")
+          : "") +
+        (deviceAlerts
+          ? `; device alerts: ${deviceAlerts.opened} opened, ${deviceAlerts.closed} closed, ` +
+            `${deviceAlerts.openNow} open, ${deviceAlerts.size} devices tracked` +
+            (deviceAlerts.evicted + deviceAlerts.expired > 0
+              ? ` (${deviceAlerts.evicted} dropped by --alert-devices, ${deviceAlerts.expired} by --alert-idle)`
+              : "")
           : ""),
       stats.fields(),
     );
@@ -251,6 +272,13 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
     for (const sink of sinks) await sink.close().catch(() => {});
     models.close();
   }
+}
+
+/** `3 of 5 anomalous opens, 10 normal close; at most 100000 devices, idle 3600 s`. */
+function describeRule(d: DeviceAlerts): string {
+  const { rule, bounds } = d;
+  return `(${rule.openAnomalies} of ${rule.window} anomalous opens, ${rule.closeNormals} normal close; ` +
+    `at most ${bounds.maxDevices} devices, idle ${bounds.idleMs / 1000} s)`;
 }
 
 /**

@@ -8,6 +8,13 @@ import type { LogSettings } from "../log.ts";
 import { durationFlag, intFlag, listFlag, logSettings, numberFlag } from "./args.ts";
 import type { RUN_FLAGS } from "./run.ts";
 import { ALERTS_ON, type AlertsOn } from "../alerts/alerts.ts";
+import {
+  DEFAULT_ALERT_DEVICES,
+  DEFAULT_ALERT_IDLE_MS,
+  type DeviceAlertBounds,
+  type HysteresisRule,
+  parseHysteresisRule,
+} from "../alerts/hysteresis.ts";
 import { parseEndpoint } from "../config/endpoint.ts";
 import { TopicTemplate } from "../mqtt/topic_template.ts";
 import { filtersOverlap } from "../mqtt_server/topics.ts";
@@ -65,6 +72,8 @@ export interface PipelineSettings {
   buffer: { dir: string; maxBytes: number; whenFull: WhenFull } | undefined;
   /** --alerts TEMPLATE, --alerts-on: predictions published back over the source's MQTT (best effort). */
   alerts: { template: TopicTemplate; on: AlertsOn } | undefined;
+  /** --alert-hysteresis K/N,M with --alert-devices and --alert-idle: device alerts in each record. */
+  alertHysteresis: { rule: HysteresisRule; bounds: DeviceAlertBounds } | undefined;
 }
 
 export function processSettings(f: RunValues): ProcessSettings {
@@ -146,6 +155,13 @@ export function pipelineSettings(f: RunValues): PipelineSettings {
     }
   }
   const alerts = alertSettings(f, f.source);
+  const alertHysteresis = hysteresisSettings(f);
+  if (alertHysteresis && passthrough.some((p) => p.name === "alert")) {
+    throw new UsageError(
+      "--passthrough field 'alert' clashes with the record's own 'alert' (--alert-hysteresis); " +
+        "rename it, e.g. alert:alert_in",
+    );
+  }
   return {
     model: f.model,
     watchModel: f["watch-model"] ?? false,
@@ -174,7 +190,32 @@ export function pipelineSettings(f: RunValues): PipelineSettings {
     exactlyOnce,
     buffer: f.buffer === undefined ? undefined : { dir: f.buffer, maxBytes: bufferMaxBytes, whenFull },
     alerts,
+    alertHysteresis,
   };
+}
+
+/** --alert-hysteresis K/N,M, --alert-devices N, --alert-idle D. */
+function hysteresisSettings(f: RunValues): PipelineSettings["alertHysteresis"] {
+  const value = f["alert-hysteresis"];
+  if (value === undefined) {
+    for (const flag of ["alert-devices", "alert-idle"] as const) {
+      if (f[flag] !== undefined) {
+        throw new UsageError(`--${flag} bounds --alert-hysteresis's state: add --alert-hysteresis K/N,M`);
+      }
+    }
+    return undefined;
+  }
+  const rule = parseHysteresisRule(value);
+  if (rule === undefined) {
+    throw new UsageError(
+      `--alert-hysteresis must be K/N,M with 1 <= K <= N <= 32 and M >= 1 (open at K anomalies among the ` +
+        `last N readings, close after M normal ones), e.g. 3/5,10; got '${value}'`,
+    );
+  }
+  const maxDevices = intFlag("alert-devices", f["alert-devices"], DEFAULT_ALERT_DEVICES, 1);
+  const idleMs = durationFlag("alert-idle", f["alert-idle"], DEFAULT_ALERT_IDLE_MS);
+  if (idleMs < 1) throw new UsageError(`--alert-idle must be at least 1ms, got '${f["alert-idle"]}'`);
+  return { rule, bounds: { maxDevices, idleMs } };
 }
 
 /** --alerts and --alerts-on, checked against the source: alerts go out over its MQTT. */

@@ -1,5 +1,6 @@
 import type { Origin, OutRecord } from "../pipeline/types.ts";
 import type { DecodedMeta } from "./decoder.ts";
+import type { DeviceAlerts } from "../alerts/hysteresis.ts";
 
 /** Names a --passthrough field may not take: they are the record's own. */
 export const RECORD_FIELDS = ["key", "id", "score", "anomaly", "threshold", "model", "ts"];
@@ -14,7 +15,16 @@ export interface PredictionEncoderOptions {
    * ~20 % of Kafka → Kafka throughput with @platformatic/kafka (README, Performance).
    */
   traceHeaders?: boolean;
+  /**
+   * --alert-hysteresis: each record updates its device's alert state (shared by every encoder of the
+   * pipeline, across model swaps) and carries it as "alert" after "threshold".
+   */
+  deviceAlerts?: DeviceAlerts;
 }
+
+/** The "alert" field of a device whose alert is closed (the reading that closed it: changed). */
+const ALERT_CLOSED = `,"alert":{"open":false,"changed":false}`;
+const ALERT_CLOSING = `,"alert":{"open":false,"changed":true}`;
 
 /** Shared by every record without trace headers (frozen: nothing may add to it). */
 const NO_HEADERS = Object.freeze({}) as Record<string, string>;
@@ -53,6 +63,16 @@ export class PredictionEncoder {
     const threshold = this.options.threshold;
     const anomaly = threshold !== undefined && score > threshold;
     if (threshold !== undefined) value += `,"anomaly":${anomaly}${this.thresholdJson}`;
+    let alert: boolean | undefined;
+    const deviceAlerts = this.options.deviceAlerts;
+    if (deviceAlerts !== undefined) {
+      // Records without a key share one state.
+      const device = deviceAlerts.observe(key ?? "", anomaly, ts);
+      const changed = deviceAlerts.changed;
+      if (device.open) value += `,"alert":{"open":true,"since":${device.since},"changed":${changed}}`;
+      else value += changed ? ALERT_CLOSING : ALERT_CLOSED;
+      alert = device.open || changed;
+    }
     value += `,"model":${this.modelJson},"ts":${ts}`;
     const passthrough = meta.passthrough;
     if (passthrough !== undefined) {
@@ -65,7 +85,7 @@ export class PredictionEncoder {
     const headers = this.options.traceHeaders === false
       ? NO_HEADERS
       : { "edgeinfer-source": describeOrigin(origin), "edgeinfer-model": this.modelHeader };
-    return { key, value, headers, anomaly };
+    return { key, value, headers, anomaly, alert };
   }
 }
 

@@ -10,6 +10,7 @@ import { collectDefaultMetrics, Counter, Gauge, type Metric, Registry } from "pr
 import { DEAD_LETTER_REASONS, type Stats } from "../pipeline/stats.ts";
 import type { Health } from "../pipeline/health.ts";
 import type { BatchObserver } from "../pipeline/pipeline.ts";
+import type { DeviceAlerts } from "../alerts/hysteresis.ts";
 
 export const BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096];
 export const INFERENCE_SECONDS_BUCKETS = [
@@ -91,6 +92,8 @@ export class PipelineMetrics implements BatchObserver {
   model: { name: string; version: string; sha256: string } | undefined;
   readonly reloads: Record<ModelReloadResult, number> = { ok: 0, refused: 0, failed: 0 };
   buffer: BufferState | undefined;
+  /** --alert-hysteresis's state. */
+  deviceAlerts: DeviceAlerts | undefined;
   ended = false;
 
   constructor(
@@ -294,6 +297,26 @@ export class Metrics {
       "Buffered records removed unsent by --buffer-when-full drop-oldest.",
       [],
       (p) => p.buffer?.dropped,
+    );
+    gauge(
+      "edgeinfer_device_alerts_open",
+      "Devices whose alert is open (--alert-hysteresis).",
+      [],
+      (p) => p.deviceAlerts?.openNow,
+    );
+    counter(
+      "edgeinfer_device_alert_transitions_total",
+      "Device alerts opened and closed (--alert-hysteresis), by the state entered.",
+      ["to"],
+      (p) =>
+        p.deviceAlerts &&
+        [[{ to: "open" }, p.deviceAlerts.opened], [{ to: "closed" }, p.deviceAlerts.closed]],
+    );
+    gauge(
+      "edgeinfer_device_alert_devices",
+      "Devices whose alert state is kept (bounded by --alert-devices and --alert-idle).",
+      [],
+      (p) => p.deviceAlerts?.size,
     );
     this.histogram("edgeinfer_batch_size", "Events per batch scored.", (p) => p.batchSizes);
     this.histogram(

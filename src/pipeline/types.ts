@@ -54,6 +54,11 @@ export interface OutRecord {
   headers: Record<string, string>;
   /** A prediction over the model's threshold (for alerts; not serialised: `value` says it too). */
   anomaly?: boolean;
+  /**
+   * With --alert-hysteresis: the device's alert is open, or this reading closed it (what --alerts-on
+   * anomalies then publishes); undefined without it.
+   */
+  alert?: boolean;
 }
 
 /** A record a sink refused for good (too large, invalid for the topic): `index` into send()'s records. */
