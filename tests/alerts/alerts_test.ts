@@ -84,3 +84,26 @@ Deno.test("Alerts.wrap: the batch goes to the sink first, its alerts right after
   durable();
   await sent;
 });
+
+Deno.test("Alerts: with --alert-hysteresis, 'anomalies' follows the device's alert, not the reading", () => {
+  const { c, published } = channel();
+  const alerts = new Alerts(
+    new TopicTemplate("a/{key}", "--alerts"),
+    "anomalies",
+    c,
+    Logger.messages(() => {}),
+  );
+  const withAlert = (anomaly: boolean, alert: boolean, value: string) => ({
+    ...record("k", anomaly),
+    alert,
+    value,
+  });
+  alerts.publish([
+    withAlert(true, false, "anomaly, alert closed"),
+    withAlert(true, true, "opens"),
+    withAlert(false, true, "normal, still open"),
+    withAlert(false, true, "closes"),
+    withAlert(false, false, "closed"),
+  ]);
+  assert.deepEqual(published.map(([, v]) => v), ["opens", "normal, still open", "closes"]);
+});
