@@ -3,6 +3,7 @@ import { Buckets, Metrics } from "../../src/observe/metrics.ts";
 import { Health } from "../../src/pipeline/health.ts";
 import { Stats } from "../../src/pipeline/stats.ts";
 import { partsToConnect } from "../../src/cli/run_pipeline.ts";
+import { DeviceAlerts } from "../../src/alerts/hysteresis.ts";
 
 const README = new URL("../../README.md", import.meta.url);
 
@@ -226,4 +227,22 @@ Deno.test("metrics: several pipelines, one series each by label; readiness lists
   ]);
   cars.modelLoaded({ name: "car", version: "1", sha256: "00" });
   assert.equal(metrics.readiness().reasons.length, 1);
+});
+
+Deno.test("metrics: device alerts (--alert-hysteresis): open gauge, transitions by state, devices kept", async () => {
+  const { metrics, pipeline } = setUp();
+  assert.equal(sample(await metrics.text(), `edgeinfer_device_alerts_open{pipeline="main"}`), undefined);
+  const alerts = new DeviceAlerts({ openAnomalies: 1, window: 1, closeNormals: 1 }, {
+    maxDevices: 10,
+    idleMs: 1e6,
+  });
+  pipeline.deviceAlerts = alerts;
+  alerts.observe("a", true, 1); // opens
+  alerts.observe("b", true, 1); // opens
+  alerts.observe("a", false, 2); // closes
+  const text = await metrics.text();
+  assert.equal(sample(text, `edgeinfer_device_alerts_open{pipeline="main"}`), 1);
+  assert.equal(sample(text, `edgeinfer_device_alert_transitions_total{pipeline="main",to="open"}`), 2);
+  assert.equal(sample(text, `edgeinfer_device_alert_transitions_total{pipeline="main",to="closed"}`), 1);
+  assert.equal(sample(text, `edgeinfer_device_alert_devices{pipeline="main"}`), 2);
 });
