@@ -305,8 +305,8 @@ export class Metrics {
       (p) => p.deviceAlerts?.openNow,
     );
     counter(
-      "edgeinfer_device_alert_transitions_total",
-      "Device alerts opened and closed (--alert-hysteresis), by the state entered.",
+      "edgeinfer_device_alert_changes_total",
+      "Device alerts opened and closed (--alert-hysteresis), by the state entered (to=open|closed).",
       ["to"],
       (p) =>
         p.deviceAlerts &&

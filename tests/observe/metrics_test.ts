@@ -242,7 +242,7 @@ Deno.test("metrics: device alerts (--alert-hysteresis): open gauge, transitions 
   alerts.observe("a", false, 2); // closes
   const text = await metrics.text();
   assert.equal(sample(text, `edgeinfer_device_alerts_open{pipeline="main"}`), 1);
-  assert.equal(sample(text, `edgeinfer_device_alert_transitions_total{pipeline="main",to="open"}`), 2);
-  assert.equal(sample(text, `edgeinfer_device_alert_transitions_total{pipeline="main",to="closed"}`), 1);
+  assert.equal(sample(text, `edgeinfer_device_alert_changes_total{pipeline="main",to="open"}`), 2);
+  assert.equal(sample(text, `edgeinfer_device_alert_changes_total{pipeline="main",to="closed"}`), 1);
   assert.equal(sample(text, `edgeinfer_device_alert_devices{pipeline="main"}`), 2);
 });
