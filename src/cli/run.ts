@@ -80,6 +80,16 @@ Where events come from and go
                           scored, before it is durable; never holds or slows acknowledgements
   --alerts-on WHICH       anomalies (the default: predictions over the threshold) or all
 
+Shadow model (README "Shadow model")
+  --shadow-model PATH     a candidate model that scores every batch beside the production model, on a
+                          copy of its rows; it must read the same features. Never delays production: it
+                          skips batches when behind (counted) and is dropped, with one line, on failure.
+                          Agreement (anomaly agreement, disagreements, score correlation) goes to the
+                          summary and the metrics
+  --shadow-threshold X    the shadow's anomaly threshold (default: its edgeinfer.threshold metadata)
+  --shadow-sink URL       where the shadow's predictions go (same forms as --sink; best effort: a
+                          failing shadow sink drops the shadow, never the pipeline); default: none
+
 Batching and delivery
   --batch-size N          flush a batch at N events (default 256)
   --linger-ms N           ... or N ms after its first event, whichever comes first (default 5)
@@ -180,6 +190,9 @@ export const RUN_FLAGS = {
   http: { type: "string" },
   alerts: { type: "string" },
   "alerts-on": { type: "string" },
+  "shadow-model": { type: "string" },
+  "shadow-threshold": { type: "string" },
+  "shadow-sink": { type: "string" },
   ...LOG_FLAGS,
 } as const;
 

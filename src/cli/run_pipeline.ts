@@ -4,9 +4,11 @@ import type { Decoder } from "../codecs/decoder.ts";
 import { JsonDecoder } from "../codecs/json.ts";
 import { PredictionEncoder } from "../codecs/prediction.ts";
 import { RuntimeError, UsageError } from "../errors.ts";
-import { Model } from "../model/model.ts";
+import { Model, type ModelOverrides } from "../model/model.ts";
 import { locateModel } from "../model/locate.ts";
-import { ModelSwapper } from "../model/swap.ts";
+import { incompatibility, ModelSwapper } from "../model/swap.ts";
+import { Shadow } from "../model/shadow.ts";
+import type { Logger } from "../log.ts";
 import { watchModelFile } from "../model/watch.ts";
 import { KafkaModelSource } from "../model/kafka_source.ts";
 import { Pipeline } from "../pipeline/pipeline.ts";
@@ -103,6 +105,23 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
         `pass --threshold X, or --alerts-on all`,
     );
   }
+  let shadow: Shadow | undefined;
+  if (s.shadow) {
+    try {
+      shadow = await openShadow(
+        s.shadow,
+        model,
+        { ...overrides, scoreOutput: undefined },
+        encoderFor,
+        s,
+        log,
+      );
+    } catch (err) {
+      await modelSource?.close();
+      await model.close();
+      throw err;
+    }
+  }
   // Hot swap (SIGHUP, --watch-model, --model-source). Metrics: models.listen({ modelLoaded, modelReload }).
   const models = new ModelSwapper(model, overrides, encoderFor, log);
   const reloadFile = () => {
@@ -120,6 +139,7 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
   const stopWatching = s.watchModel ? watchModelFile(locateModel(s.model!), reloadFile) : undefined;
   modelSource?.attach(models);
   if (metrics) models.listen(metrics);
+  if (metrics) metrics.shadow = shadow;
 
   const sinks: Sink[] = [];
   const untrack = control.track({ label, health, stats });
@@ -178,7 +198,8 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
         (eos ? `; exactly once (a transaction every ${eos.transaction.intervalMs} ms)` : "") +
         (s.watchModel ? "; watching the model file" : "") +
         (modelSource ? `; models from ${modelSource.description}` : "") +
-        (alerts ? `; ${alerts.description}` : ""),
+        (alerts ? `; ${alerts.description}` : "") +
+        (shadow ? `; shadow ${shadow.description}` : ""),
     );
     if (log.enabled("info")) {
       let last = { acked: 0, at: performance.now() };
@@ -202,6 +223,7 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
       decoder,
       encoder,
       models,
+      shadow,
       batchSize: s.batchSize,
       lingerMs: s.lingerMs,
       maxInFlight: s.maxInFlight,
@@ -218,6 +240,8 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
     try {
       await pipeline.run(control.shutdown.signal, control.abandon.signal);
     } finally {
+      // The shadow's batches under way finish (at most a few), unless the shutdown deadline passes.
+      await shadow?.close(control.abandon.signal);
       // Sinks are flushed and closed first, then the source commits what was acknowledged (even after
       // a failure, so it is not redelivered). A close error is reported, not swallowed.
       for (const sink of sinks.splice(0)) {
@@ -240,7 +264,9 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
           : ""),
       stats.fields(),
     );
+    if (shadow) log.info(shadow.describe(), shadow.fields());
   } finally {
+    await shadow?.close(control.abandon.signal);
     if (status !== undefined) clearInterval(status);
     if (metrics) metrics.ended = true;
     untrack();
@@ -266,4 +292,50 @@ export function partsToConnect(
   if (!s.exactlyOnce && [s.sink, s.dlq].some((url) => url?.startsWith("kafka:"))) parts.push("Kafka sink");
   if ([s.sink, s.dlq].some((url) => url !== undefined && /^mqtts?:/.test(url))) parts.push("MQTT sink");
   return parts;
+}
+
+/**
+ * --shadow-model: loaded with the production model's overrides (but its own threshold and score output),
+ * checked to read the same input, with its sink (best effort: its fatal failure drops the shadow only).
+ */
+async function openShadow(
+  settings: NonNullable<PipelineSettings["shadow"]>,
+  production: Model,
+  overrides: ModelOverrides,
+  encoderFor: (m: Model) => PredictionEncoder,
+  s: PipelineSettings,
+  log: Logger,
+): Promise<Shadow> {
+  let candidate: Model;
+  try {
+    candidate = await Model.load(settings.model, { ...overrides, threshold: settings.threshold });
+  } catch (err) {
+    if (err instanceof UsageError) throw new UsageError(err.message.replace(/^--model /, "--shadow-model "));
+    throw err;
+  }
+  const problem = incompatibility(production, candidate);
+  if (problem !== undefined) {
+    await candidate.close().catch(() => {});
+    throw new UsageError(
+      `--shadow-model '${settings.model}' (${candidate.describe()}) does not read the production model's ` +
+        `input: ${problem}; a shadow must read the same features`,
+    );
+  }
+  // Its own Health: a shadow sink failing for good must not end the run.
+  const health = new Health({ ...s.retry, giveUpAfterMs: undefined }, log);
+  let sink: Sink | undefined;
+  if (settings.sink !== undefined) {
+    try {
+      sink = await createSink("--shadow-sink", settings.sink, { health, logger: log });
+    } catch (err) {
+      await candidate.close().catch(() => {});
+      if (err instanceof UsageError && !err.message.startsWith("--shadow-sink")) {
+        throw new UsageError(`--shadow-sink ${settings.sink}: ${err.message}`);
+      }
+      throw err;
+    }
+  }
+  const shadow = new Shadow(candidate, encoderFor(candidate), sink, log);
+  health.onFatal((err) => shadow.drop(err.message));
+  return shadow;
 }

@@ -65,6 +65,8 @@ export interface PipelineSettings {
   buffer: { dir: string; maxBytes: number; whenFull: WhenFull } | undefined;
   /** --alerts TEMPLATE, --alerts-on: predictions published back over the source's MQTT (best effort). */
   alerts: { template: TopicTemplate; on: AlertsOn } | undefined;
+  /** --shadow-model, --shadow-threshold, --shadow-sink (README, Shadow model). */
+  shadow: { model: string; threshold: number | undefined; sink: string | undefined } | undefined;
 }
 
 export function processSettings(f: RunValues): ProcessSettings {
@@ -174,7 +176,26 @@ export function pipelineSettings(f: RunValues): PipelineSettings {
     exactlyOnce,
     buffer: f.buffer === undefined ? undefined : { dir: f.buffer, maxBytes: bufferMaxBytes, whenFull },
     alerts,
+    shadow: shadowSettings(f),
   };
+}
+
+/** --shadow-model and the flags that need it. */
+function shadowSettings(f: RunValues): PipelineSettings["shadow"] {
+  const model = f["shadow-model"];
+  if (model === undefined) {
+    for (const flag of ["shadow-threshold", "shadow-sink"] as const) {
+      if (f[flag] !== undefined) throw new UsageError(`--${flag} needs --shadow-model PATH`);
+    }
+    return undefined;
+  }
+  const sink = f["shadow-sink"];
+  if (sink !== undefined && sink === (f.sink ?? "-")) {
+    throw new UsageError(
+      `--shadow-sink ${sink} is the --sink: shadow predictions would mix with production ones; give it its own`,
+    );
+  }
+  return { model, threshold: numberFlag("shadow-threshold", f["shadow-threshold"]), sink };
 }
 
 /** --alerts and --alerts-on, checked against the source: alerts go out over its MQTT. */
