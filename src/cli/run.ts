@@ -89,6 +89,8 @@ Shadow model (README "Shadow model")
   --shadow-threshold X    the shadow's anomaly threshold (default: its edgeinfer.threshold metadata)
   --shadow-sink URL       where the shadow's predictions go (same forms as --sink; best effort: a
                           failing shadow sink drops the shadow, never the pipeline); default: none
+  --shadow-max-pending N  shadow batches being scored or written at which the next ones are skipped
+                          (counted), so that a slow shadow never holds memory or production (default 2)
 
 Batching and delivery
   --batch-size N          flush a batch at N events (default 256)
@@ -193,6 +195,7 @@ export const RUN_FLAGS = {
   "shadow-model": { type: "string" },
   "shadow-threshold": { type: "string" },
   "shadow-sink": { type: "string" },
+  "shadow-max-pending": { type: "string" },
   ...LOG_FLAGS,
 } as const;
 

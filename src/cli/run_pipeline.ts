@@ -241,7 +241,7 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
       await pipeline.run(control.shutdown.signal, control.abandon.signal);
     } finally {
       // The shadow's batches under way finish (at most a few), unless the shutdown deadline passes.
-      await shadow?.close(control.abandon.signal);
+      await shadow?.close(control.settings.shutdownTimeoutMs, control.abandon.signal);
       // Sinks are flushed and closed first, then the source commits what was acknowledged (even after
       // a failure, so it is not redelivered). A close error is reported, not swallowed.
       for (const sink of sinks.splice(0)) {
@@ -266,7 +266,7 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
     );
     if (shadow) log.info(shadow.describe(), shadow.fields());
   } finally {
-    await shadow?.close(control.abandon.signal);
+    await shadow?.close(control.settings.shutdownTimeoutMs, control.abandon.signal);
     if (status !== undefined) clearInterval(status);
     if (metrics) metrics.ended = true;
     untrack();
@@ -335,7 +335,7 @@ async function openShadow(
       throw err;
     }
   }
-  const shadow = new Shadow(candidate, encoderFor(candidate), sink, log);
+  const shadow = new Shadow(candidate, encoderFor(candidate), sink, log, settings.maxPending);
   health.onFatal((err) => shadow.drop(err.message));
   return shadow;
 }

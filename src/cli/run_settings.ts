@@ -7,6 +7,7 @@ import { type HttpAddress, parseHttpAddress } from "../observe/http.ts";
 import type { LogSettings } from "../log.ts";
 import { durationFlag, intFlag, listFlag, logSettings, numberFlag } from "./args.ts";
 import type { RUN_FLAGS } from "./run.ts";
+import { DEFAULT_SHADOW_MAX_PENDING } from "../model/shadow.ts";
 import { ALERTS_ON, type AlertsOn } from "../alerts/alerts.ts";
 import { parseEndpoint } from "../config/endpoint.ts";
 import { TopicTemplate } from "../mqtt/topic_template.ts";
@@ -66,7 +67,9 @@ export interface PipelineSettings {
   /** --alerts TEMPLATE, --alerts-on: predictions published back over the source's MQTT (best effort). */
   alerts: { template: TopicTemplate; on: AlertsOn } | undefined;
   /** --shadow-model, --shadow-threshold, --shadow-sink (README, Shadow model). */
-  shadow: { model: string; threshold: number | undefined; sink: string | undefined } | undefined;
+  shadow:
+    | { model: string; threshold: number | undefined; sink: string | undefined; maxPending: number }
+    | undefined;
 }
 
 export function processSettings(f: RunValues): ProcessSettings {
@@ -184,7 +187,7 @@ export function pipelineSettings(f: RunValues): PipelineSettings {
 function shadowSettings(f: RunValues): PipelineSettings["shadow"] {
   const model = f["shadow-model"];
   if (model === undefined) {
-    for (const flag of ["shadow-threshold", "shadow-sink"] as const) {
+    for (const flag of ["shadow-threshold", "shadow-sink", "shadow-max-pending"] as const) {
       if (f[flag] !== undefined) throw new UsageError(`--${flag} needs --shadow-model PATH`);
     }
     return undefined;
@@ -195,7 +198,12 @@ function shadowSettings(f: RunValues): PipelineSettings["shadow"] {
       `--shadow-sink ${sink} is the --sink: shadow predictions would mix with production ones; give it its own`,
     );
   }
-  return { model, threshold: numberFlag("shadow-threshold", f["shadow-threshold"]), sink };
+  return {
+    model,
+    threshold: numberFlag("shadow-threshold", f["shadow-threshold"]),
+    sink,
+    maxPending: intFlag("shadow-max-pending", f["shadow-max-pending"], DEFAULT_SHADOW_MAX_PENDING, 1),
+  };
 }
 
 /** --alerts and --alerts-on, checked against the source: alerts go out over its MQTT. */

@@ -162,10 +162,7 @@ export class Shadow implements ShadowState {
     const production = Float32Array.from({ length: rows }, (_, r) => batch.productionScores[r]);
     const described = this.sink ? describeRows(batch.metas, batch.events, rows) : undefined;
     const work = this.score(input, rows, production, batch.productionThreshold, described)
-      .catch((err) => {
-        this.droppedEvents += rows;
-        this.drop((err as Error).message);
-      })
+      .catch((err) => this.drop((err as Error).message))
       .finally(() => this.pending.delete(work));
     this.pending.add(work);
   }
@@ -181,9 +178,13 @@ export class Shadow implements ShadowState {
     try {
       scores = await this.shadow.score(input, rows);
     } catch (err) {
+      this.droppedEvents += rows;
       throw new Error(`scoring failed: ${(err as Error).message}`);
     }
-    if (this.droppedReason !== undefined) return;
+    if (this.droppedReason !== undefined) {
+      this.droppedEvents += rows;
+      return;
+    }
     this.agreement.add(production, scores, rows, productionThreshold, this.shadow.threshold);
     if (!this.sink || !described) return;
     const ts = Date.now();
@@ -198,7 +199,7 @@ export class Shadow implements ShadowState {
     try {
       await this.sink.send(records);
     } catch (err) {
-      throw new Error(`${this.sink.description} failed: ${(err as Error).message}`);
+      throw new Error(`--shadow-sink failed: ${(err as Error).message}`);
     }
   }
 
@@ -214,21 +215,41 @@ export class Shadow implements ShadowState {
   private closing: Promise<void> | undefined;
 
   /**
-   * Waits for the shadow batches under way (or until `abandon` aborts), then closes its sink and session.
-   * Once only: a second call gets the first one's promise.
+   * Waits for the shadow batches under way, then closes its sink and session; at most `waitMs` (or until
+   * `abandon` aborts): a shadow sink that is still retrying at the end never holds the run's end. Once only.
    */
-  close(abandon?: AbortSignal): Promise<void> {
-    return this.closing ??= this.closeNow(abandon);
+  close(waitMs: number, abandon?: AbortSignal): Promise<void> {
+    return this.closing ??= this.closeNow(waitMs, abandon);
   }
 
-  private async closeNow(abandon?: AbortSignal): Promise<void> {
-    const abandoned = new Promise<void>((resolve) => {
-      if (abandon?.aborted) resolve();
-      abandon?.addEventListener("abort", () => resolve(), { once: true });
+  private async closeNow(waitMs: number, abandon?: AbortSignal): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = new Promise<"late">((resolve) => {
+      timer = setTimeout(() => resolve("late"), waitMs);
+      if (abandon?.aborted) resolve("late");
+      abandon?.addEventListener("abort", () => resolve("late"), { once: true });
     });
-    await Promise.race([Promise.allSettled([...this.pending]), abandoned]);
-    await this.sink?.close().catch((err) => this.drop(`closing ${this.sink!.description}: ${err.message}`));
-    await this.shadow.close().catch(() => {});
+    try {
+      const finished = await Promise.race([Promise.allSettled([...this.pending]), deadline]);
+      if (finished === "late") {
+        this.drop(`${this.pending.size} shadow batches still under way at the end`);
+        return; // its session may still be in use, and its sink may not close: both go with the process
+      }
+      if (this.sink) {
+        const sink = this.sink;
+        const closed = await Promise.race([
+          sink.close().then(() => "closed" as const, (err: Error) => {
+            this.drop(`closing ${sink.description}: ${err.message}`);
+            return "closed" as const;
+          }),
+          deadline,
+        ]);
+        if (closed === "late") this.drop(`${sink.description} did not close in time`);
+      }
+      await this.shadow.close().catch(() => {});
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** The summary's line: `shadow car v2: 12345 compared, agreement 99.2 %, 37 disagreements (30 shadow-only), …`. */
@@ -243,9 +264,8 @@ export class Shadow implements ShadowState {
       `, score correlation ${correlation === undefined ? "n/a" : correlation.toFixed(3)}` +
       (meanDiff === undefined ? "" : `, mean |score difference| ${formatNumber(meanDiff)}`) +
       (this.skipped > 0 ? `; ${this.skipped} events skipped (shadow behind)` : "") +
-      (this.droppedReason !== undefined
-        ? `; dropped (${this.droppedReason}), ${this.droppedEvents} events not compared`
-        : "");
+      (this.droppedReason !== undefined ? `; dropped (${this.droppedReason})` : "") +
+      (this.droppedEvents > 0 ? `, ${this.droppedEvents} events not compared` : "");
   }
 
   /** The summary's fields in a JSON log line. */

@@ -123,7 +123,7 @@ Deno.test("shadow: scores a copy of the rows (the buffer may change at once), re
     events: events(3),
   });
   input.fill(-1000); // the next batch reuses the buffer
-  await shadow.close();
+  await shadow.close(10_000);
   assert.equal(shadow.agreement.compared, 3);
   assert.equal(shadow.agreement.shadowOnly, 1);
   assert.deepEqual(sent.map((r) => JSON.parse(r.value).score), [40, 55, 70]);
@@ -158,7 +158,7 @@ Deno.test("shadow: behind by more than its pending bound, batches are skipped an
   assert.equal(shadow.pendingBatches, 2);
   assert.equal(shadow.skipped, 6);
   release();
-  await shadow.close();
+  await shadow.close(10_000);
   assert.equal(shadow.agreement.compared, 4);
 });
 
@@ -180,7 +180,7 @@ Deno.test("shadow: a model that throws is dropped with one line; later batches a
   shadow.offer(batch);
   while (shadow.pendingBatches > 0) await new Promise((r) => setTimeout(r, 1));
   shadow.offer(batch);
-  await shadow.close();
+  await shadow.close(10_000);
   assert.equal(lines.length, 1);
   assert.match(
     lines[0],
@@ -188,4 +188,45 @@ Deno.test("shadow: a model that throws is dropped with one line; later batches a
   );
   assert.equal(shadow.droppedEvents, 4);
   assert.equal(shadow.agreement.compared, 0);
+});
+
+Deno.test("shadow: a sink failing for good drops the shadow; an unfinished one does not hold the end", async () => {
+  const model = await Model.fromBytes(linearModel({ features: ["a"], weights: [1], bias: 0 }), "s.onnx");
+  const lines: string[] = [];
+  const failing = new Shadow(
+    model,
+    encoderFor(model),
+    {
+      description: "bad sink",
+      send: () => Promise.reject(new Error("disk full")),
+      close: () => Promise.resolve(),
+    },
+    Logger.messages((m) => lines.push(m)),
+  );
+  const batch = {
+    input: new Float32Array([1, 2]),
+    rows: 2,
+    productionScores: [1, 2],
+    productionThreshold: undefined,
+    metas: [emptyMeta(), emptyMeta()],
+    events: events(2),
+  };
+  failing.offer(batch);
+  await failing.close(10_000);
+  assert.deepEqual(lines, [
+    "shadow model linear v1 dropped: --shadow-sink failed: disk full; production scoring goes on without it",
+  ]);
+  assert.equal(failing.agreement.compared, 2);
+
+  const stuck = new Shadow(
+    await Model.fromBytes(linearModel({ features: ["a"], weights: [1], bias: 0 }), "s.onnx"),
+    encoderFor(model),
+    { description: "stuck sink", send: () => new Promise(() => {}), close: () => new Promise(() => {}) },
+    Logger.messages((m) => lines.push(m)),
+  );
+  stuck.offer(batch);
+  const started = performance.now();
+  await stuck.close(50);
+  assert.ok(performance.now() - started < 2000);
+  assert.match(lines[1], /dropped: 1 shadow batches still under way at the end/);
 });
