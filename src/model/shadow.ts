@@ -158,13 +158,22 @@ export class Shadow implements ShadowState {
       this.skipped += rows;
       return;
     }
-    const input = batch.input.slice(0, rows * this.shadow.width);
-    const production = Float32Array.from({ length: rows }, (_, r) => batch.productionScores[r]);
-    const described = this.sink ? describeRows(batch.metas, batch.events, rows) : undefined;
-    const work = this.score(input, rows, production, batch.productionThreshold, described)
-      .catch((err) => this.drop((err as Error).message))
-      .finally(() => this.pending.delete(work));
-    this.pending.add(work);
+    // Nothing here may throw into the production path.
+    try {
+      const input = batch.input.slice(0, rows * this.shadow.width);
+      const scores = batch.productionScores;
+      const production = scores instanceof Float32Array
+        ? scores.slice(0, rows)
+        : Float32Array.from({ length: rows }, (_, r) => scores[r]);
+      const described = this.sink ? describeRows(batch.metas, batch.events, rows) : undefined;
+      const work = this.score(input, rows, production, batch.productionThreshold, described)
+        .catch((err) => this.drop((err as Error).message))
+        .finally(() => this.pending.delete(work));
+      this.pending.add(work);
+    } catch (err) {
+      this.droppedEvents += rows;
+      this.drop(`copying a batch failed: ${(err as Error).message}`);
+    }
   }
 
   private async score(
