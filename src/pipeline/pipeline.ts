@@ -296,6 +296,7 @@ export class Pipeline {
         const started = this.o.observer ? performance.now() : 0;
         const scores = await scorer.score(this.input, rows);
         this.o.observer?.inferenceSeconds((performance.now() - started) / 1000);
+        const ts = Date.now();
         const threshold = scorer.threshold;
         this.o.shadow?.offer({
           input: this.input,
@@ -305,7 +306,6 @@ export class Pipeline {
           metas: this.metas,
           events: this.rowEvents,
         });
-        const ts = Date.now();
         for (let r = 0; r < rows; r++) {
           const event = this.rowEvents[r];
           const score = scores[r];
