@@ -88,6 +88,18 @@ Where events come from and go
                           (default 100000; a dropped device starts again closed)
   --alert-idle D          a device unseen for D starts again closed (default 1h)
 
+Shadow model (README "Shadow model")
+  --shadow-model PATH     a candidate model that scores every batch beside the production model, on a
+                          copy of its rows; it must read the same features. Never delays production: it
+                          skips batches when behind (counted) and is dropped, with one line, on failure.
+                          Agreement (anomaly agreement, disagreements, score correlation) goes to the
+                          summary and the metrics
+  --shadow-threshold X    the shadow's anomaly threshold (default: its edgeinfer.threshold metadata)
+  --shadow-sink URL       where the shadow's predictions go (same forms as --sink; best effort: a
+                          failing shadow sink drops the shadow, never the pipeline); default: none
+  --shadow-max-pending N  shadow batches being scored or written at which the next ones are skipped
+                          (counted), so that a slow shadow never holds memory or production (default 2)
+
 Batching and delivery
   --batch-size N          flush a batch at N events (default 256)
   --linger-ms N           ... or N ms after its first event, whichever comes first (default 5)
@@ -191,6 +203,10 @@ export const RUN_FLAGS = {
   "alert-hysteresis": { type: "string" },
   "alert-devices": { type: "string" },
   "alert-idle": { type: "string" },
+  "shadow-model": { type: "string" },
+  "shadow-threshold": { type: "string" },
+  "shadow-sink": { type: "string" },
+  "shadow-max-pending": { type: "string" },
   ...LOG_FLAGS,
 } as const;
 

@@ -4,9 +4,11 @@ import type { Decoder } from "../codecs/decoder.ts";
 import { JsonDecoder } from "../codecs/json.ts";
 import { PredictionEncoder } from "../codecs/prediction.ts";
 import { RuntimeError, UsageError } from "../errors.ts";
-import { Model } from "../model/model.ts";
+import { Model, type ModelOverrides } from "../model/model.ts";
 import { locateModel } from "../model/locate.ts";
-import { ModelSwapper } from "../model/swap.ts";
+import { incompatibility, ModelSwapper } from "../model/swap.ts";
+import { Shadow } from "../model/shadow.ts";
+import type { Logger } from "../log.ts";
 import { watchModelFile } from "../model/watch.ts";
 import { KafkaModelSource } from "../model/kafka_source.ts";
 import { Pipeline } from "../pipeline/pipeline.ts";
@@ -91,15 +93,16 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
     new DeviceAlerts(s.alertHysteresis.rule, s.alertHysteresis.bounds);
   if (metrics) metrics.deviceAlerts = deviceAlerts;
   // Each model has its own encoder: the model's name, version and threshold are serialised once per model.
-  const encoderFor = (m: Model) =>
+  const encoderWith = (m: Model, alerts: DeviceAlerts | undefined) =>
     new PredictionEncoder({
       modelName: m.name,
       modelVersion: m.version,
       threshold: m.threshold,
       passthrough: s.passthrough.map((p) => p.name),
       traceHeaders: s.traceHeaders,
-      deviceAlerts,
+      deviceAlerts: alerts,
     });
+  const encoderFor = (m: Model) => encoderWith(m, deviceAlerts);
   const encoder = encoderFor(model);
   if (s.alerts?.on === "anomalies" && model.threshold === undefined) {
     await modelSource?.close();
@@ -115,6 +118,24 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
     throw new UsageError(
       `--alert-hysteresis counts anomalies, and model '${modelLabel}' has no threshold: pass --threshold X`,
     );
+  }
+  let shadow: Shadow | undefined;
+  if (s.shadow) {
+    try {
+      shadow = await openShadow(
+        s.shadow,
+        model,
+        { ...overrides, scoreOutput: undefined },
+        // The shadow's records must not move the production devices' alerts (nor carry them).
+        (m) => encoderWith(m, undefined),
+        s,
+        log,
+      );
+    } catch (err) {
+      await modelSource?.close();
+      await model.close();
+      throw err;
+    }
   }
   // Hot swap (SIGHUP, --watch-model, --model-source). Metrics: models.listen({ modelLoaded, modelReload }).
   const models = new ModelSwapper(model, overrides, encoderFor, log);
@@ -133,6 +154,7 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
   const stopWatching = s.watchModel ? watchModelFile(locateModel(s.model!), reloadFile) : undefined;
   modelSource?.attach(models);
   if (metrics) models.listen(metrics);
+  if (metrics) metrics.shadow = shadow;
 
   const sinks: Sink[] = [];
   const untrack = control.track({ label, health, stats });
@@ -192,7 +214,8 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
         (s.watchModel ? "; watching the model file" : "") +
         (modelSource ? `; models from ${modelSource.description}` : "") +
         (alerts ? `; ${alerts.description}` : "") +
-        (deviceAlerts ? `; device alerts ${describeRule(deviceAlerts)}` : ""),
+        (deviceAlerts ? `; device alerts ${describeRule(deviceAlerts)}` : "") +
+        (shadow ? `; shadow ${shadow.description}` : ""),
     );
     if (log.enabled("info")) {
       let last = { acked: 0, at: performance.now() };
@@ -216,6 +239,7 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
       decoder,
       encoder,
       models,
+      shadow,
       batchSize: s.batchSize,
       lingerMs: s.lingerMs,
       maxInFlight: s.maxInFlight,
@@ -232,6 +256,8 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
     try {
       await pipeline.run(control.shutdown.signal, control.abandon.signal);
     } finally {
+      // The shadow's batches under way finish (at most a few), unless the shutdown deadline passes.
+      await shadow?.close(control.settings.shutdownTimeoutMs, control.abandon.signal);
       // Sinks are flushed and closed first, then the source commits what was acknowledged (even after
       // a failure, so it is not redelivered). A close error is reported, not swallowed.
       for (const sink of sinks.splice(0)) {
@@ -261,7 +287,9 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
           : ""),
       stats.fields(),
     );
+    if (shadow) log.info(shadow.describe(), shadow.fields());
   } finally {
+    await shadow?.close(control.settings.shutdownTimeoutMs, control.abandon.signal);
     if (status !== undefined) clearInterval(status);
     if (metrics) metrics.ended = true;
     untrack();
@@ -294,4 +322,50 @@ export function partsToConnect(
   if (!s.exactlyOnce && [s.sink, s.dlq].some((url) => url?.startsWith("kafka:"))) parts.push("Kafka sink");
   if ([s.sink, s.dlq].some((url) => url !== undefined && /^mqtts?:/.test(url))) parts.push("MQTT sink");
   return parts;
+}
+
+/**
+ * --shadow-model: loaded with the production model's overrides (but its own threshold and score output),
+ * checked to read the same input, with its sink (best effort: its fatal failure drops the shadow only).
+ */
+async function openShadow(
+  settings: NonNullable<PipelineSettings["shadow"]>,
+  production: Model,
+  overrides: ModelOverrides,
+  encoderFor: (m: Model) => PredictionEncoder,
+  s: PipelineSettings,
+  log: Logger,
+): Promise<Shadow> {
+  let candidate: Model;
+  try {
+    candidate = await Model.load(settings.model, { ...overrides, threshold: settings.threshold });
+  } catch (err) {
+    if (err instanceof UsageError) throw new UsageError(err.message.replace(/^--model /, "--shadow-model "));
+    throw err;
+  }
+  const problem = incompatibility(production, candidate);
+  if (problem !== undefined) {
+    await candidate.close().catch(() => {});
+    throw new UsageError(
+      `--shadow-model '${settings.model}' (${candidate.describe()}) does not read the production model's ` +
+        `input: ${problem}; a shadow must read the same features`,
+    );
+  }
+  // Its own Health: a shadow sink failing for good must not end the run.
+  const health = new Health({ ...s.retry, giveUpAfterMs: undefined }, log);
+  let sink: Sink | undefined;
+  if (settings.sink !== undefined) {
+    try {
+      sink = await createSink("--shadow-sink", settings.sink, { health, logger: log });
+    } catch (err) {
+      await candidate.close().catch(() => {});
+      if (err instanceof UsageError && !err.message.startsWith("--shadow-sink")) {
+        throw new UsageError(`--shadow-sink ${settings.sink}: ${err.message}`);
+      }
+      throw err;
+    }
+  }
+  const shadow = new Shadow(candidate, encoderFor(candidate), sink, log, settings.maxPending);
+  health.onFatal((err) => shadow.drop(err.message));
+  return shadow;
 }

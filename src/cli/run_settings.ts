@@ -7,6 +7,7 @@ import { type HttpAddress, parseHttpAddress } from "../observe/http.ts";
 import type { LogSettings } from "../log.ts";
 import { durationFlag, intFlag, listFlag, logSettings, numberFlag } from "./args.ts";
 import type { RUN_FLAGS } from "./run.ts";
+import { DEFAULT_SHADOW_MAX_PENDING } from "../model/shadow.ts";
 import { ALERTS_ON, type AlertsOn } from "../alerts/alerts.ts";
 import {
   DEFAULT_ALERT_DEVICES,
@@ -74,6 +75,10 @@ export interface PipelineSettings {
   alerts: { template: TopicTemplate; on: AlertsOn } | undefined;
   /** --alert-hysteresis K/N,M with --alert-devices and --alert-idle: device alerts in each record. */
   alertHysteresis: { rule: HysteresisRule; bounds: DeviceAlertBounds } | undefined;
+  /** --shadow-model, --shadow-threshold, --shadow-sink (README, Shadow model). */
+  shadow:
+    | { model: string; threshold: number | undefined; sink: string | undefined; maxPending: number }
+    | undefined;
 }
 
 export function processSettings(f: RunValues): ProcessSettings {
@@ -191,6 +196,30 @@ export function pipelineSettings(f: RunValues): PipelineSettings {
     buffer: f.buffer === undefined ? undefined : { dir: f.buffer, maxBytes: bufferMaxBytes, whenFull },
     alerts,
     alertHysteresis,
+    shadow: shadowSettings(f),
+  };
+}
+
+/** --shadow-model and the flags that need it. */
+function shadowSettings(f: RunValues): PipelineSettings["shadow"] {
+  const model = f["shadow-model"];
+  if (model === undefined) {
+    for (const flag of ["shadow-threshold", "shadow-sink", "shadow-max-pending"] as const) {
+      if (f[flag] !== undefined) throw new UsageError(`--${flag} needs --shadow-model PATH`);
+    }
+    return undefined;
+  }
+  const sink = f["shadow-sink"];
+  if (sink !== undefined && sink === (f.sink ?? "-")) {
+    throw new UsageError(
+      `--shadow-sink ${sink} is the --sink: shadow predictions would mix with production ones; give it its own`,
+    );
+  }
+  return {
+    model,
+    threshold: numberFlag("shadow-threshold", f["shadow-threshold"]),
+    sink,
+    maxPending: intFlag("shadow-max-pending", f["shadow-max-pending"], DEFAULT_SHADOW_MAX_PENDING, 1),
   };
 }
 

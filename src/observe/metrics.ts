@@ -11,6 +11,7 @@ import { DEAD_LETTER_REASONS, type Stats } from "../pipeline/stats.ts";
 import type { Health } from "../pipeline/health.ts";
 import type { BatchObserver } from "../pipeline/pipeline.ts";
 import type { DeviceAlerts } from "../alerts/hysteresis.ts";
+import type { ShadowState } from "../model/shadow.ts";
 
 export const BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096];
 export const INFERENCE_SECONDS_BUCKETS = [
@@ -94,6 +95,8 @@ export class PipelineMetrics implements BatchObserver {
   buffer: BufferState | undefined;
   /** --alert-hysteresis's state. */
   deviceAlerts: DeviceAlerts | undefined;
+  /** --shadow-model: its agreement with the production model. */
+  shadow: ShadowState | undefined;
   ended = false;
 
   constructor(
@@ -317,6 +320,45 @@ export class Metrics {
       "Devices whose alert state is kept (bounded by --alert-devices and --alert-idle).",
       [],
       (p) => p.deviceAlerts?.size,
+    );
+    counter(
+      "edgeinfer_shadow_events_total",
+      "Events offered to the shadow model: compared with production, skipped (shadow behind), dropped (shadow failed).",
+      ["result"],
+      (p) =>
+        p.shadow && [
+          [{ result: "compared" }, p.shadow.agreement.compared],
+          [{ result: "skipped" }, p.shadow.skipped],
+          [{ result: "dropped" }, p.shadow.droppedEvents],
+        ],
+    );
+    counter(
+      "edgeinfer_shadow_disagreements_total",
+      "Events one model calls anomalous and the other not: shadow_only or production_only.",
+      ["kind"],
+      (p) =>
+        p.shadow && [
+          [{ kind: "shadow_only" }, p.shadow.agreement.shadowOnly],
+          [{ kind: "production_only" }, p.shadow.agreement.productionOnly],
+        ],
+    );
+    gauge(
+      "edgeinfer_shadow_agreement_ratio",
+      "Share of compared events the shadow and production models call the same (anomalous or not).",
+      [],
+      (p) => p.shadow?.agreement.agreementRatio,
+    );
+    gauge(
+      "edgeinfer_shadow_score_correlation",
+      "Pearson correlation of shadow and production scores over the compared events.",
+      [],
+      (p) => p.shadow?.agreement.correlation,
+    );
+    gauge(
+      "edgeinfer_shadow_info",
+      "The shadow model: always 1, its name and version as labels.",
+      ["model", "version"],
+      (p) => p.shadow && [[{ model: p.shadow.model.name, version: p.shadow.model.version }, 1]],
     );
     this.histogram("edgeinfer_batch_size", "Events per batch scored.", (p) => p.batchSizes);
     this.histogram(

@@ -4,6 +4,7 @@ import { deadLetterRecord } from "../codecs/dead_letter.ts";
 import type { PredictionEncoder } from "../codecs/prediction.ts";
 import type { Model } from "../model/model.ts";
 import type { ModelSwapper } from "../model/swap.ts";
+import type { ShadowBatch } from "../model/shadow.ts";
 import { Logger, rootLogger } from "../log.ts";
 import { Batcher } from "./batcher.ts";
 import type { Health } from "./health.ts";
@@ -23,6 +24,11 @@ export interface PipelineOptions {
    * encoded by that model's encoder; `model` and `encoder` are then the first ones.
    */
   models?: ModelSwapper;
+  /**
+   * --shadow-model: offered each batch's rows and production scores right after scoring; it copies them and
+   * returns at once (src/model/shadow.ts): the batch never waits for the shadow.
+   */
+  shadow?: { offer(batch: ShadowBatch): void };
   batchSize: number;
   lingerMs: number;
   /** Batches between the batcher and a durable sink write; beyond it the source is paused. */
@@ -292,6 +298,14 @@ export class Pipeline {
         this.o.observer?.inferenceSeconds((performance.now() - started) / 1000);
         const ts = Date.now();
         const threshold = scorer.threshold;
+        this.o.shadow?.offer({
+          input: this.input,
+          rows,
+          productionScores: scores,
+          productionThreshold: threshold,
+          metas: this.metas,
+          events: this.rowEvents,
+        });
         for (let r = 0; r < rows; r++) {
           const event = this.rowEvents[r];
           const score = scores[r];

@@ -50,6 +50,38 @@ Deno.test("edgeinfer run --alert-hysteresis: records carry each device's alert, 
   assert.deepEqual(Object.keys(opened), ["key", "score", "anomaly", "threshold", "alert", "model", "ts"]);
   assert.match(result.stderr, /device alerts: 1 opened, 1 closed, 0 open, 2 devices tracked/);
 
+  // A shadow model neither moves the devices' alerts nor carries them: the same records, the same summary.
+  const shadowSink = await Deno.makeTempFile({ suffix: ".jsonl" });
+  const always = await linearModelFile({ features: ["temp"], weights: [0], bias: 99, threshold: 50 });
+  const shadowed = await runCli([
+    "run",
+    "--model",
+    model,
+    "--source",
+    `file:${input}`,
+    "--key-field",
+    "car",
+    "--alert-hysteresis",
+    "2/3,3",
+    "--batch-size",
+    "3",
+    "--shadow-model",
+    always,
+    "--shadow-sink",
+    `file:${shadowSink}`,
+  ]);
+  assert.equal(shadowed.code, 0, shadowed.stderr);
+  const production = shadowed.stdout.trim().split("\n").map((line) => JSON.parse(line));
+  const openAndChanged = (
+    r: { alert: { open: boolean; changed: boolean } },
+  ) => [r.alert.open, r.alert.changed];
+  assert.deepEqual(production.map(openAndChanged), records.map(openAndChanged));
+  assert.match(shadowed.stderr, /device alerts: 1 opened, 1 closed, 0 open, 2 devices tracked/);
+  const shadowRecords = (await Deno.readTextFile(shadowSink)).trim().split("\n");
+  // (A shadow behind production skips batches: at least one was written.)
+  assert.ok(shadowRecords.length > 0 && shadowRecords[0].startsWith('{"key"'), shadowRecords[0]);
+  assert.equal(shadowRecords.some((line) => line.includes('"alert"')), false);
+
   // Without the option the records have no alert field.
   const plain = await runCli(["run", "--model", model, "--source", `file:${input}`, "--key-field", "car"]);
   assert.equal(plain.code, 0, plain.stderr);

@@ -4,6 +4,7 @@ import { Health } from "../../src/pipeline/health.ts";
 import { Stats } from "../../src/pipeline/stats.ts";
 import { partsToConnect } from "../../src/cli/run_pipeline.ts";
 import { DeviceAlerts } from "../../src/alerts/hysteresis.ts";
+import { ShadowAgreement } from "../../src/model/shadow.ts";
 
 const README = new URL("../../README.md", import.meta.url);
 
@@ -245,4 +246,28 @@ Deno.test("metrics: device alerts (--alert-hysteresis): open gauge, transitions 
   assert.equal(sample(text, `edgeinfer_device_alert_changes_total{pipeline="main",to="open"}`), 2);
   assert.equal(sample(text, `edgeinfer_device_alert_changes_total{pipeline="main",to="closed"}`), 1);
   assert.equal(sample(text, `edgeinfer_device_alert_devices{pipeline="main"}`), 2);
+});
+
+Deno.test("metrics: the shadow's agreement is read at scrape time; without a shadow, no shadow series", async () => {
+  const { metrics, pipeline } = setUp([]);
+  assert.equal(sample(await metrics.text(), 'edgeinfer_shadow_agreement_ratio{pipeline="main"}'), undefined);
+  const agreement = new ShadowAgreement();
+  pipeline.shadow = { model: { name: "car", version: "2" }, agreement, skipped: 0, droppedEvents: 0 };
+  agreement.add([10, 45, 60, 70], [20, 55, 70, 40], 4, 50, 50);
+  (pipeline.shadow as { skipped: number }).skipped = 256;
+  const text = await metrics.text();
+  assert.equal(sample(text, 'edgeinfer_shadow_events_total{pipeline="main",result="compared"}'), 4);
+  assert.equal(sample(text, 'edgeinfer_shadow_events_total{pipeline="main",result="skipped"}'), 256);
+  assert.equal(sample(text, 'edgeinfer_shadow_events_total{pipeline="main",result="dropped"}'), 0);
+  assert.equal(sample(text, 'edgeinfer_shadow_disagreements_total{pipeline="main",kind="shadow_only"}'), 1);
+  assert.equal(
+    sample(text, 'edgeinfer_shadow_disagreements_total{pipeline="main",kind="production_only"}'),
+    1,
+  );
+  assert.equal(sample(text, 'edgeinfer_shadow_agreement_ratio{pipeline="main"}'), 0.5);
+  assert.ok(
+    Math.abs(sample(text, 'edgeinfer_shadow_score_correlation{pipeline="main"}')! - agreement.correlation!) <
+      1e-9,
+  );
+  assert.equal(sample(text, 'edgeinfer_shadow_info{pipeline="main",model="car",version="2"}'), 1);
 });
