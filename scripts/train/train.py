@@ -77,6 +77,9 @@ SMALL = {
     "max_iter": 5,
 }
 
+# Drift baseline (edgeinfer.baseline): quantile bins per feature and for the score on healthy data.
+BASELINE_BINS = 10
+
 # Standard deviations below this fraction of the feature's typical magnitude are floored: a feature
 # that never varies in healthy data (control_unit_firmware is always 2000) must not divide by ~0.
 SCALE_FLOOR_FRACTION = 1e-3
@@ -137,6 +140,28 @@ def best_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     i = int(np.argmax(f1))
     below = s[i + 1] if i + 1 < len(s) else s[i] - 1.0
     return float((s[i] + below) / 2)
+
+
+def baseline_bins(values: np.ndarray, bins: int = BASELINE_BINS) -> dict:
+    """Inner edges at the 1/bins .. (bins-1)/bins quantiles (6 significant digits, repeats merged) and the
+    fraction of `values` in each bin. Bin of x = number of edges <= x (edgeinfer counts the same way), so a
+    constant feature has one edge and all of its mass in the last bin; the fractions are measured, not
+    assumed to be 1/bins."""
+    v = np.asarray(values, dtype=np.float64)
+    qs = np.quantile(v, np.arange(1, bins) / bins)
+    edges = sorted({float(f"{q:.6g}") for q in qs})
+    counts = np.bincount(np.searchsorted(np.asarray(edges), v, side="right"), minlength=len(edges) + 1)
+    return {"edges": edges, "expected": [round(float(c) / len(v), 6) for c in counts]}
+
+
+def drift_baseline(x_features: np.ndarray, healthy_scores: np.ndarray) -> dict:
+    """The edgeinfer.baseline metadata: what healthy data looks like, for the drift watch (README)."""
+    return {
+        "version": 1,
+        "features": {name: baseline_bins(x_features[:, i]) for i, name in enumerate(FEATURES)},
+        "score": baseline_bins(healthy_scores),
+        "events": {"features": int(len(x_features)), "score": int(len(healthy_scores))},
+    }
 
 
 def fmt(v: float | None) -> str:
@@ -307,7 +332,11 @@ def main() -> int:
     threshold = float(np.float32(threshold))
     log(f"threshold {threshold:.6g} (best F1 on {len(xv)} validation readings, {int(yv.sum())} failing)")
 
+    # Features from the training fleet; the score from the unseen healthy validation fleet (a model's own
+    # training data scores a little lower than the healthy cars it will meet).
+    baseline = drift_baseline(x_train, score_onnx(pbytes, data["val_healthy"][0]))
     model = build_onnx(mean, scale, net.coefs_, net.intercepts_, "tanh", threshold, {
+        "edgeinfer.baseline": json.dumps(baseline, separators=(",", ":")),
         "edgeinfer.training": json.dumps({
             "seed": args.seed, "small": args.small, "train_readings": int(len(x_train)),
             "hidden": list(cfg["hidden"]), "epochs": int(net.n_iter_),

@@ -100,6 +100,13 @@ Shadow model (README "Shadow model")
   --shadow-max-pending N  shadow batches being scored or written at which the next ones are skipped
                           (counted), so that a slow shadow never holds memory or production (default 2)
 
+Drift watch (README "Drift watch"; on when the model has edgeinfer.baseline metadata)
+  --drift-window N        events whose feature and score bins are compared with the model's baseline
+                          (PSI per feature and for the score, a metric each); 0 turns the watch off
+                          (default 20000)
+  --drift-threshold X     PSI above which a feature (or the score) is logged as drifted, once, until
+                          it falls below half of it (default 0.2)
+
 Batching and delivery
   --batch-size N          flush a batch at N events (default 256)
   --linger-ms N           ... or N ms after its first event, whichever comes first (default 5)
@@ -207,6 +214,8 @@ export const RUN_FLAGS = {
   "shadow-threshold": { type: "string" },
   "shadow-sink": { type: "string" },
   "shadow-max-pending": { type: "string" },
+  "drift-window": { type: "string" },
+  "drift-threshold": { type: "string" },
   ...LOG_FLAGS,
 } as const;
 

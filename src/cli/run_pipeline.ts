@@ -8,6 +8,7 @@ import { Model, type ModelOverrides } from "../model/model.ts";
 import { locateModel } from "../model/locate.ts";
 import { incompatibility, ModelSwapper } from "../model/swap.ts";
 import { Shadow } from "../model/shadow.ts";
+import { DriftWatch } from "../model/drift.ts";
 import type { Logger } from "../log.ts";
 import { watchModelFile } from "../model/watch.ts";
 import { KafkaModelSource } from "../model/kafka_source.ts";
@@ -155,6 +156,11 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
   modelSource?.attach(models);
   if (metrics) models.listen(metrics);
   if (metrics) metrics.shadow = shadow;
+  // The drift watch compares with the baseline of the model loaded at start (README, Drift watch).
+  const drift = model.baseline && s.drift.window > 0
+    ? new DriftWatch(model.baseline, s.drift.window, s.drift.threshold, log)
+    : undefined;
+  if (metrics) metrics.drift = drift;
 
   const sinks: Sink[] = [];
   const untrack = control.track({ label, health, stats });
@@ -215,7 +221,11 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
         (modelSource ? `; models from ${modelSource.description}` : "") +
         (alerts ? `; ${alerts.description}` : "") +
         (deviceAlerts ? `; device alerts ${describeRule(deviceAlerts)}` : "") +
-        (shadow ? `; shadow ${shadow.description}` : ""),
+        (shadow ? `; shadow ${shadow.description}` : "") +
+        (drift
+          ? `; drift watch on ${drift.names.length} series (window ${drift.window} events, ` +
+            `PSI threshold ${drift.threshold})`
+          : ""),
     );
     if (log.enabled("info")) {
       let last = { acked: 0, at: performance.now() };
@@ -240,6 +250,7 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
       encoder,
       models,
       shadow,
+      drift,
       batchSize: s.batchSize,
       lingerMs: s.lingerMs,
       maxInFlight: s.maxInFlight,
@@ -288,6 +299,7 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
       stats.fields(),
     );
     if (shadow) log.info(shadow.describe(), shadow.fields());
+    if (drift) log.info(describeDrift(drift), driftFields(drift));
   } finally {
     await shadow?.close(control.settings.shutdownTimeoutMs, control.abandon.signal);
     if (status !== undefined) clearInterval(status);
@@ -300,6 +312,23 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
     for (const sink of sinks) await sink.close().catch(() => {});
     models.close();
   }
+}
+
+/** The drift summary line: PSI per series over the last window, the drifting ones named. */
+function describeDrift(d: DriftWatch): string {
+  if (!d.full) {
+    return `drift: ${d.counts.events} events, fewer than the window of ${d.window}: no PSI (--drift-window N)`;
+  }
+  const drifting = d.drifting();
+  return `drift: PSI over the last ${d.counts.events} events: ` +
+    d.values().map(([name, value]) => `${name} ${value.toFixed(3)}`).join(", ") +
+    (drifting.length > 0 ? `; over ${d.threshold}: ${drifting.join(", ")}` : `; none over ${d.threshold}`);
+}
+
+/** The summary's fields (JSON logs): psi_<series> each, rounded. */
+function driftFields(d: DriftWatch): Record<string, number> {
+  if (!d.full) return {};
+  return Object.fromEntries(d.values().map(([name, psi]) => [`psi_${name}`, Math.round(psi * 1e4) / 1e4]));
 }
 
 /** `3 of 5 anomalous opens, 10 normal close; at most 100000 devices, idle 3600 s`. */

@@ -8,6 +8,7 @@ import type { LogSettings } from "../log.ts";
 import { durationFlag, intFlag, listFlag, logSettings, numberFlag } from "./args.ts";
 import type { RUN_FLAGS } from "./run.ts";
 import { DEFAULT_SHADOW_MAX_PENDING } from "../model/shadow.ts";
+import { DEFAULT_DRIFT_THRESHOLD, DEFAULT_DRIFT_WINDOW } from "../model/drift.ts";
 import { ALERTS_ON, type AlertsOn } from "../alerts/alerts.ts";
 import {
   DEFAULT_ALERT_DEVICES,
@@ -79,6 +80,8 @@ export interface PipelineSettings {
   shadow:
     | { model: string; threshold: number | undefined; sink: string | undefined; maxPending: number }
     | undefined;
+  /** --drift-window (events; 0: off) and --drift-threshold (PSI), for a model with edgeinfer.baseline. */
+  drift: { window: number; threshold: number };
 }
 
 export function processSettings(f: RunValues): ProcessSettings {
@@ -197,7 +200,28 @@ export function pipelineSettings(f: RunValues): PipelineSettings {
     alerts,
     alertHysteresis,
     shadow: shadowSettings(f),
+    drift: driftSettings(f),
   };
+}
+
+/** --drift-window N, --drift-threshold X. */
+function driftSettings(f: RunValues): PipelineSettings["drift"] {
+  const window = intFlag("drift-window", f["drift-window"], DEFAULT_DRIFT_WINDOW, 0);
+  if (window > 0 && window < 100) {
+    throw new UsageError(
+      `--drift-window must be 0 (off) or at least 100 events (a tenth of it leaves the window at once), ` +
+        `got '${f["drift-window"]}'`,
+    );
+  }
+  const threshold = numberFlag("drift-threshold", f["drift-threshold"]) ?? DEFAULT_DRIFT_THRESHOLD;
+  if (!(threshold > 0)) {
+    throw new UsageError(
+      `--drift-threshold must be a PSI > 0 (0.2 is a common 'significant shift'), got '${
+        f["drift-threshold"]
+      }'`,
+    );
+  }
+  return { window, threshold };
 }
 
 /** --shadow-model and the flags that need it. */

@@ -9,6 +9,7 @@ import {
   Fleet,
 } from "../sim/fleet.ts";
 import { openTarget, type SimTarget, TargetClosed } from "../sim/targets.ts";
+import { applyShift, describeShift, type FeatureShift, parseShift } from "../sim/shift.ts";
 import { intFlag, LOG_FLAGS, logSettings, numberFlag, parseFlags } from "./args.ts";
 import { onShutdownSignal } from "./signals.ts";
 
@@ -50,6 +51,12 @@ failing in a 30 s run: 2 % from the start and ~3 % that develop a failure during
   --p-overheating P       coolant climbs 0.25 C/s to 120-135 C (default ${DEFAULT_FAILURE_RATES.overheating})
   --p-firmware P          control unit reports outdated firmware 1000 instead of 2000 (default ${DEFAULT_FAILURE_RATES.firmware})
   --healthy               no failures at all (all of the above 0), e.g. for training data
+
+Drift (a fleet unlike the one a model was trained on; README "Drift watch")
+  --shift LIST            change every reading after it is generated: FEATURE=+N (or -N) adds,
+                          FEATURE=*F multiplies, e.g. coolant_temp=+8,battery_voltage=*0.95 (a hotter
+                          climate, a sensor bias); failures and ground truth are those of the
+                          unshifted fleet
 
 Pace and length
   --rate N                events per second for the whole fleet, paced on the wall clock
@@ -107,6 +114,8 @@ export interface SimulateOptions {
   quiet: boolean;
   /** --log-format, --log-level (--quiet: error), --log-timestamps. */
   log: LogSettings;
+  /** --shift: per-feature changes applied to every reading. */
+  shift: FeatureShift[] | undefined;
 }
 
 export function parseSimulateArgs(argv: string[]): SimulateOptions {
@@ -129,6 +138,7 @@ export function parseSimulateArgs(argv: string[]): SimulateOptions {
     "p-drive-shaft": { type: "string" },
     "p-overheating": { type: "string" },
     "p-firmware": { type: "string" },
+    shift: { type: "string" },
   });
   const cars = intFlag("cars", f.cars, 1000, 1);
   const seedText = f.seed?.trim();
@@ -190,6 +200,7 @@ export function parseSimulateArgs(argv: string[]): SimulateOptions {
     connections: Math.min(cars, intFlag("connections", f.connections, 1, 1)),
     quiet: f.quiet!,
     log: logSettings(f),
+    shift: f.shift === undefined ? undefined : parseShift(f.shift),
   };
 }
 
@@ -241,6 +252,7 @@ export async function runSimulation(
     initialFailures: options.initialFailures,
   });
   const wallClockTs = options.startTs === undefined;
+  const shift = options.shift;
   const { rate } = options;
   let total = options.count ?? Infinity;
   if (options.durationS !== undefined && rate > 0) {
@@ -264,7 +276,7 @@ export async function runSimulation(
     log.info(
       `simulate: ${final ? "sent" : "sending"} ${sent} events to ${target.description} in ` +
         `${seconds.toFixed(1)} s (${perSecond}/s); ${fleet.failingCars} of ${options.cars} cars failing` +
-        (modes ? ` (${modes})` : ""),
+        (modes ? ` (${modes})` : "") + (options.shift ? `; shifted: ${describeShift(options.shift)}` : ""),
     );
   };
 
@@ -293,6 +305,7 @@ export async function runSimulation(
       for (let i = 0; i < n; i++) {
         const event = fleet.next();
         if (wallClockTs) event.ts = now;
+        if (shift) applyShift(event, shift);
         batch.push(event);
       }
       await target.write(batch);

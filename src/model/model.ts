@@ -3,6 +3,7 @@ import { UsageError } from "../errors.ts";
 import { locateModel } from "./locate.ts";
 import { type OnnxFileInfo, readOnnxInfo } from "./onnx_file.ts";
 import { sha256Hex } from "./wire.ts";
+import { type DriftBaseline, parseBaseline } from "./drift.ts";
 
 /** Flags that override what the model file's edgeinfer.* metadata says. */
 export interface ModelOverrides {
@@ -32,6 +33,8 @@ export class Model {
     readonly version: string,
     /** Of the model file's bytes: tells a reloaded file apart from the running one. */
     readonly sha256: string,
+    /** edgeinfer.baseline: healthy data's bins per feature and for the score (the drift watch's reference). */
+    readonly baseline: DriftBaseline | undefined,
   ) {}
 
   /**
@@ -122,6 +125,8 @@ export class Model {
       }
     }
 
+    const baseline = parseBaseline(label, meta["edgeinfer.baseline"], features);
+
     let session: ort.InferenceSession;
     try {
       session = await ort.InferenceSession.create(bytes, {
@@ -144,6 +149,7 @@ export class Model {
       name,
       overrides.version ?? meta["edgeinfer.version"] ?? "",
       sha256Hex(bytes),
+      baseline,
     );
   }
 

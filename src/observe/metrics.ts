@@ -12,6 +12,7 @@ import type { Health } from "../pipeline/health.ts";
 import type { BatchObserver } from "../pipeline/pipeline.ts";
 import type { DeviceAlerts } from "../alerts/hysteresis.ts";
 import type { ShadowState } from "../model/shadow.ts";
+import type { DriftWatch } from "../model/drift.ts";
 
 export const BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096];
 export const INFERENCE_SECONDS_BUCKETS = [
@@ -97,6 +98,8 @@ export class PipelineMetrics implements BatchObserver {
   deviceAlerts: DeviceAlerts | undefined;
   /** --shadow-model: its agreement with the production model. */
   shadow: ShadowState | undefined;
+  /** The drift watch (a model with edgeinfer.baseline). */
+  drift: Pick<DriftWatch, "values" | "full"> | undefined;
   ended = false;
 
   constructor(
@@ -359,6 +362,12 @@ export class Metrics {
       "The shadow model: always 1, its name and version as labels.",
       ["model", "version"],
       (p) => p.shadow && [[{ model: p.shadow.model.name, version: p.shadow.model.version }, 1]],
+    );
+    gauge(
+      "edgeinfer_drift_psi",
+      'PSI of the last --drift-window events against the model\'s baseline, per feature and feature="score".',
+      ["feature"],
+      (p) => p.drift?.full ? p.drift.values().map(([feature, psi]) => [{ feature }, psi]) : undefined,
     );
     this.histogram("edgeinfer_batch_size", "Events per batch scored.", (p) => p.batchSizes);
     this.histogram(

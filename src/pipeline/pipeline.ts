@@ -29,6 +29,8 @@ export interface PipelineOptions {
    * returns at once (src/model/shadow.ts): the batch never waits for the shadow.
    */
   shadow?: { offer(batch: ShadowBatch): void };
+  /** Drift watch (src/model/drift.ts): counts each batch's rows and scores into its window's bins. */
+  drift?: { observe(input: Float32Array, width: number, rows: number, scores: Float32Array): void };
   batchSize: number;
   lingerMs: number;
   /** Batches between the batcher and a durable sink write; beyond it the source is paused. */
@@ -306,6 +308,7 @@ export class Pipeline {
           metas: this.metas,
           events: this.rowEvents,
         });
+        this.o.drift?.observe(this.input, width, rows, scores);
         for (let r = 0; r < rows; r++) {
           const event = this.rowEvents[r];
           const score = scores[r];
