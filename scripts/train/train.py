@@ -14,6 +14,8 @@ Run through scripts/train.sh, which installs the pinned dependencies into a virt
    of the squared reconstruction error in standardised units.
 3. Threshold: the score threshold with the best F1 on the validation events (anomaly = score > t).
 4. Metrics on the held-out fleet: precision / recall / F1 over events, overall and per failure mode.
+5. Drift baseline (edgeinfer.baseline): 10 quantile bins per feature (training fleet) and for the score
+   (healthy validation fleet), with the measured fraction per bin; README "Drift watch".
 
 Same seed (and same dependency versions) -> same model and the same metrics.
 """

@@ -271,3 +271,20 @@ Deno.test("metrics: the shadow's agreement is read at scrape time; without a sha
   );
   assert.equal(sample(text, 'edgeinfer_shadow_info{pipeline="main",model="car",version="2"}'), 1);
 });
+
+Deno.test("metrics: edgeinfer_drift_psi per feature and for the score, once the drift window was filled", async () => {
+  const metrics = new Metrics();
+  const pipeline = metrics.pipeline("main", {
+    stats: new Stats(),
+    health: new Health(),
+    maxInFlight: 4,
+    mustConnect: [],
+  });
+  const drift = { full: false, values: (): [string, number][] => [["coolant_temp", 7.9], ["score", 0.875]] };
+  pipeline.drift = drift;
+  assert.doesNotMatch(await metrics.text(), /edgeinfer_drift_psi\{/, "no PSI before the window was filled");
+  drift.full = true;
+  const text = await metrics.text();
+  assert.match(text, /^edgeinfer_drift_psi\{pipeline="main",feature="coolant_temp"\} 7\.9$/m);
+  assert.match(text, /^edgeinfer_drift_psi\{pipeline="main",feature="score"\} 0\.875$/m);
+});
