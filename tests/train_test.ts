@@ -4,6 +4,7 @@
  * When PyPI cannot be reached the test says so and passes without checking anything.
  */
 import assert from "node:assert/strict";
+import { baselineOf } from "../src/model/baseline.ts";
 import { Model } from "../src/model/model.ts";
 import { FEATURES } from "../src/sim/fleet.ts";
 
@@ -14,7 +15,7 @@ Deno.test("scripts/train.sh --small writes a model with the edgeinfer metadata t
   try {
     const out = `${dir}/m.onnx`;
     const result = await new Deno.Command("bash", {
-      args: [`${ROOT}scripts/train.sh`, "--small", "--out", out],
+      args: [`${ROOT}scripts/train.sh`, "--small", "--out", out, "--work-dir", `${dir}/work`],
       cwd: ROOT,
       env: { EDGEINFER_CMD: `${Deno.execPath()} run -A ${ROOT}main.ts` },
       stdout: "piped",
@@ -45,6 +46,23 @@ Deno.test("scripts/train.sh --small writes a model with the edgeinfer metadata t
       assert.equal(scores.length, 2);
       assert.ok(scores.every(Number.isFinite));
       assert.ok(scores[1] > scores[0] && scores[1] > model.threshold!);
+
+      // The drift baseline: every feature and the score; the features' bins are those edgeinfer's own
+      // code (scripts/add_baseline.ts) computes from the same training fleet, edge for edge.
+      const baseline = model.baseline!;
+      assert.deepEqual(baseline.columns.map((c) => c.name), [...FEATURES]);
+      assert.ok(baseline.score && baseline.score.edges.length > 0);
+      const lines = (await Deno.readTextFile(`${dir}/work/train.jsonl`)).split("\n").filter((l) => l !== "");
+      const rows = new Float32Array(lines.length * FEATURES.length);
+      lines.forEach((line, r) => {
+        const event = JSON.parse(line);
+        FEATURES.forEach((f, c) => rows[r * FEATURES.length + c] = event[f]);
+      });
+      const ours = baselineOf([...FEATURES], rows, lines.length, new Float32Array(lines.length));
+      for (const column of baseline.columns) {
+        assert.deepEqual([...column.bins.edges], ours.features[column.name].edges, column.name);
+        assert.deepEqual([...column.bins.expected], ours.features[column.name].expected, column.name);
+      }
     } finally {
       await model.close();
     }
