@@ -42,6 +42,7 @@ import type { IClientOptions, IConnackPacket, IPublishPacket, MqttClient, Packet
 import { RuntimeError, UsageError } from "../errors.ts";
 import { type Logger, rootLogger } from "../log.ts";
 import { Health } from "../pipeline/health.ts";
+import { ChunkQueue } from "../pipeline/chunk_queue.ts";
 import { cutOversize, HeldBudget } from "../pipeline/held.ts";
 import type { Origin, Source, SourceEvent } from "../pipeline/types.ts";
 import { takeoverTopic, takeoverWill } from "./takeover.ts";
@@ -224,12 +225,9 @@ export function createMqttSource(options: MqttSourceOptions): Source {
   }
   let primary: Link | undefined;
   const links = new Set<Link>();
-  let buffer: SourceEvent[] = [];
-  let paused = false;
+  const queue = new ChunkQueue();
   let closed = false;
   let failure: Error | undefined;
-  let wake: (() => void) | undefined;
-  let wakeTimer: ReturnType<typeof setTimeout> | undefined;
   const log = options.logger ?? rootLogger;
   const health = options.health ?? new Health(undefined, log);
   const part = `MQTT source ${broker}`;
@@ -308,20 +306,12 @@ export function createMqttSource(options: MqttSourceOptions): Source {
 
   const release = (event: MqttEvent) => held.release(event.payload.length);
 
-  const wakeConsumer = () => {
-    clearTimeout(wakeTimer);
-    wakeTimer = undefined;
-    const w = wake;
-    wake = undefined;
-    w?.();
-  };
-
   const fail = (err: Error) => {
     if (failure || closed) return;
     failure = err;
     for (const link of links) link.client.end(true);
     health.fatal(err);
-    wakeConsumer();
+    queue.wake();
   };
 
   /** A peer of the share group is gone (its will arrived): resume its session, unless we hold it. */
@@ -425,10 +415,9 @@ export function createMqttSource(options: MqttSourceOptions): Source {
       );
       if (oversize) event.oversize = oversize;
       held.hold(payload.length);
-      buffer.push(event);
-      // Wake the consumer once per macrotask, so the packets parsed from one socket read (mqtt.js
-      // handles them in a chain of nextTicks) reach the pipeline as one chunk.
-      if (wake && wakeTimer === undefined && !paused) wakeTimer = setTimeout(wakeConsumer, 0);
+      // One chunk per macrotask: the packets parsed from one socket read (mqtt.js handles them in a
+      // chain of nextTicks) reach the pipeline together.
+      queue.push(event);
     });
 
     if (adopted) {
@@ -531,41 +520,23 @@ export function createMqttSource(options: MqttSourceOptions): Source {
 
     async *events(signal: AbortSignal): AsyncIterable<SourceEvent[]> {
       if (primary) throw new Error("MqttSource.events() may only be called once");
-      const onAbort = () => wakeConsumer();
-      signal.addEventListener("abort", onAbort, { once: true });
       health.onFatal(fail); // e.g. an outage that outlasted --give-up-after
       primary = openLink(options.clientId, false);
-      try {
-        while (true) {
-          if (failure) throw failure;
-          if (signal.aborted || closed) return;
-          if (!paused && buffer.length > 0) {
-            const chunk = buffer;
-            buffer = [];
-            yield chunk;
-            continue;
-          }
-          await new Promise<void>((resolve) => wake = resolve);
-        }
-      } finally {
-        signal.removeEventListener("abort", onAbort);
-      }
+      yield* queue.chunks(signal, () => failure ?? (closed ? "closed" : undefined));
     },
 
     pause() {
-      paused = true;
+      queue.pause();
     },
 
     resume() {
-      if (!paused) return;
-      paused = false;
-      wakeConsumer();
+      queue.resume();
     },
 
     async close() {
       if (closed) return;
       closed = true;
-      wakeConsumer();
+      queue.wake();
       // Deliveries are ignored now, and a held loop would keep mqtt.js from closing.
       for (const link of links) releaseAllGated(link);
       clearInterval(holdTimer);

@@ -33,6 +33,7 @@ import { createServer as createTlsServer, type TLSSocket } from "node:tls";
 import { RuntimeError } from "../errors.ts";
 import { type Logger, rootLogger } from "../log.ts";
 import { Health } from "../pipeline/health.ts";
+import { ChunkQueue } from "../pipeline/chunk_queue.ts";
 import { cutOversize, HeldBudget } from "../pipeline/held.ts";
 import type { Origin, Source, SourceEvent } from "../pipeline/types.ts";
 import { deviceFilter, filterWithin, topicMatches } from "./topics.ts";
@@ -136,17 +137,14 @@ export function createMqttServerSource(options: MqttServerSourceOptions): Source
   const identities = new WeakMap<Client, string>();
   /** aedes' "packet handled" callbacks held back while the source is paused or full. */
   const gated = new Map<Client, (() => void)[]>();
-  let buffer: SourceEvent[] = [];
-  let paused = false;
+  const queue = new ChunkQueue();
   let closed = false;
   let failure: Error | undefined;
-  let wake: (() => void) | undefined;
-  let wakeTimer: ReturnType<typeof setTimeout> | undefined;
   let releaseScheduled = false;
 
   const releaseGated = () => {
     releaseScheduled = false;
-    if (paused || held.full) return;
+    if (queue.paused || held.full) return;
     const waiting = [...gated.values()];
     gated.clear();
     for (const callbacks of waiting) for (const done of callbacks) done();
@@ -159,19 +157,11 @@ export function createMqttServerSource(options: MqttServerSourceOptions): Source
   const held = new HeldBudget(options.maxHeldEvents, options.maxHeldBytes, scheduleRelease);
   const release = (bytes: number) => held.release(bytes);
 
-  const wakeConsumer = () => {
-    clearTimeout(wakeTimer);
-    wakeTimer = undefined;
-    const w = wake;
-    wake = undefined;
-    w?.();
-  };
-
   const fail = (err: Error) => {
     if (failure || closed) return;
     failure = err;
     health.fatal(err);
-    wakeConsumer();
+    queue.wake();
   };
 
   const deviceName = (client: Client) => {
@@ -240,14 +230,13 @@ export function createMqttServerSource(options: MqttServerSourceOptions): Source
     );
     if (oversize) event.oversize = oversize;
     held.hold(payload.length);
-    buffer.push(event);
     // aedes must neither PUBACK (ack() does, once durable) nor retain it.
     packet.qos = 0;
     packet.retain = false;
-    // One wake per macrotask: the publishes of one socket read reach the pipeline as one chunk.
-    if (wake && wakeTimer === undefined && !paused) wakeTimer = setTimeout(wakeConsumer, 0);
+    // One chunk per macrotask: the publishes of one socket read reach the pipeline together.
+    queue.push(event);
     const next = () => done(null);
-    if (paused || held.full) {
+    if (queue.paused || held.full) {
       const waiting = gated.get(client);
       if (waiting) waiting.push(next);
       else gated.set(client, [next]);
@@ -368,42 +357,24 @@ export function createMqttServerSource(options: MqttServerSourceOptions): Source
 
     async *events(signal: AbortSignal): AsyncIterable<SourceEvent[]> {
       if (broker) throw new Error("MqttServerSource.events() may only be called once");
-      const onAbort = () => wakeConsumer();
-      signal.addEventListener("abort", onAbort, { once: true });
       health.onFatal(fail);
-      try {
-        await listen();
-        while (true) {
-          if (failure) throw failure;
-          if (signal.aborted || closed) return;
-          if (!paused && buffer.length > 0) {
-            const chunk = buffer;
-            buffer = [];
-            yield chunk;
-            continue;
-          }
-          await new Promise<void>((resolve) => wake = resolve);
-        }
-      } finally {
-        signal.removeEventListener("abort", onAbort);
-      }
+      await listen();
+      yield* queue.chunks(signal, () => failure ?? (closed ? "closed" : undefined));
     },
 
     pause() {
-      paused = true;
+      queue.pause();
     },
 
     resume() {
-      if (!paused) return;
-      paused = false;
+      if (!queue.resume()) return;
       scheduleRelease();
-      wakeConsumer();
     },
 
     async close() {
       if (closed) return;
       closed = true;
-      wakeConsumer();
+      queue.wake();
       gated.clear();
       if (refusals.total > 0) {
         log.warn(

@@ -10,7 +10,14 @@ import { Kafka, logLevel } from "kafkajs";
 import mqtt from "mqtt";
 import { linearModelFile } from "../fixtures/linear_model.ts";
 import { type RunningCli, spawnCli } from "../cli/run_cli.ts";
-import { createTopic, LiveOutput, privateKafkaServices, queuedForSession, uniqueName } from "./brokers.ts";
+import {
+  createTopic,
+  freePort,
+  LiveOutput,
+  privateKafkaServices,
+  queuedForSession,
+  uniqueName,
+} from "./brokers.ts";
 import { patchKafkajsIdlePolling, registerKafkajsCodecs } from "./kafkajs.ts";
 
 const KAFKA_PORT = Number(Deno.env.get("EDGEINFER_BUFFER_KAFKA_PORT") ?? 19392);
@@ -241,13 +248,6 @@ class PrivateMosquitto {
   queuedForSession(clientId: string, waitMs = 1000): Promise<number> {
     return queuedForSession(clientId, waitMs, this.url);
   }
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
 }
 
 /**

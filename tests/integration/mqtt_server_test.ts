@@ -12,20 +12,8 @@ import { createMqttServerSource, type MqttServerSourceOptions } from "../../src/
 import { bcryptLogin } from "../../src/mqtt_server/auth.ts";
 import type { Source, SourceEvent } from "../../src/pipeline/types.ts";
 import { FEATURES } from "../../src/sim/fleet.ts";
-import { consume, KAFKA_BROKERS, topicEnds, uniqueName } from "./brokers.ts";
+import { consume, freePort, KAFKA_BROKERS, sleep, topicEnds, uniqueName } from "./brokers.ts";
 import { assertSeedScore, seedFixture, spawnCli } from "../cli/run_cli.ts";
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** A port nobody listens on (the OS picks it; closed again before use). */
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
 
 /** A source on a free port that keeps every event it yields in `events`, until `stop()`. */
 function startSource(overrides: Partial<MqttServerSourceOptions> = {}) {

@@ -13,26 +13,7 @@ import { TopicTemplate } from "../../src/mqtt/topic_template.ts";
 import { Health } from "../../src/pipeline/health.ts";
 import { runCli } from "../cli/run_cli.ts";
 import { linearModelFile } from "../fixtures/linear_model.ts";
-import { MQTT_HOSTPORT, MQTT_URL, uniqueName } from "./brokers.ts";
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-async function until(what: string, check: () => boolean, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
+import { freePort, MQTT_HOSTPORT, MQTT_URL, sleep, uniqueName, until } from "./brokers.ts";
 
 Deno.test("mqtt sink e2e: file → mqtt:// on Mosquitto: every prediction on its key's topic, in order; a key with '#' is dead-lettered", async () => {
   const model = await linearModelFile({ features: ["speed"], weights: [1], bias: 0, threshold: 100 });

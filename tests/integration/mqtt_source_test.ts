@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import { Buffer as NodeBuffer } from "node:buffer";
 import mqtt, { type IPublishPacket, type MqttClient, type Packet } from "mqtt";
+import { sleep } from "./brokers.ts";
 import {
   createMqttSource,
   holdBackAcks,
@@ -21,10 +22,6 @@ import { Health } from "../../src/pipeline/health.ts";
 
 const URL = Deno.env.get("EDGEINFER_MQTT_URL") ?? "mqtt://127.0.0.1:1883";
 const TIMEOUT = Symbol("timeout");
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 /** A fresh topic prefix and the options of a source subscribed to `<prefix>/#`. */
 function setup(overrides: Partial<MqttSourceOptions> = {}) {

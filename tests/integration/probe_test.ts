@@ -5,14 +5,7 @@
 import assert from "node:assert/strict";
 import { linearModelFile } from "../fixtures/linear_model.ts";
 import { runCli, spawnCli } from "../cli/run_cli.ts";
-import { MQTT_HOSTPORT, uniqueName } from "./brokers.ts";
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
+import { freePort, MQTT_HOSTPORT, uniqueName } from "./brokers.ts";
 
 Deno.test("probe: ready and alive while a run serves --http (exit 0, the JSON body); no answer is exit 1", async () => {
   const model = await linearModelFile({ features: ["a"], weights: [1], bias: 0 });
