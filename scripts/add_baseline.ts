@@ -1,8 +1,8 @@
 /**
  * Writes a copy of a model with an `edgeinfer.baseline` (the drift watch's reference; README, Drift watch)
  * computed from a file of healthy events (JSON lines) and the model's own scores of them — for a model
- * trained before scripts/train/train.py wrote the baseline itself (models/car-anomaly.onnx), without
- * retraining it. Same bins as train.py: 10 quantile bins per feature and for the score.
+ * trained without one (scripts/train/train.py writes it itself), or to take another healthy fleet as the
+ * reference, without retraining. Same bins as train.py: 10 quantile bins per feature and for the score.
  *
  *   deno run -A main.ts simulate --healthy --cars 100 --count 60000 --seed 2 --rate 0 --interval 1 \
  *     --quiet --target file:/tmp/healthy.jsonl
@@ -13,6 +13,7 @@ import { parseArgs } from "node:util";
 import { Model } from "../src/model/model.ts";
 import { baselineOf, DEFAULT_BASELINE_BINS, withMetadata } from "../src/model/baseline.ts";
 import { locateModel } from "../src/model/locate.ts";
+import { DeviceFeatureState } from "../src/features/state.ts";
 
 const { values } = parseArgs({
   options: {
@@ -39,11 +40,20 @@ if (!features) {
   Deno.exit(2);
 }
 const lines = (await Deno.readTextFile(values.healthy)).split("\n").filter((l) => l.trim() !== "");
-const width = features.length;
+const columns = model.columns!;
+const width = columns.length;
 const rows = new Float32Array(lines.length * width);
+// A model with per-device features: their columns as `edgeinfer run` computes them, in the file's order.
+const device = model.deviceFeatures &&
+  new DeviceFeatureState(model.deviceFeatures, { maxDevices: Number.MAX_SAFE_INTEGER, idleSeconds: 1e9 });
 lines.forEach((line, r) => {
   const event = JSON.parse(line) as Record<string, number>;
   features.forEach((name, c) => rows[r * width + c] = Number(event[name]));
+  const reason = device?.compute(event, rows, r * width + features.length);
+  if (reason !== undefined) {
+    console.error(`--healthy '${values.healthy}' line ${r + 1}: ${reason}`);
+    Deno.exit(2);
+  }
 });
 const scores = new Float32Array(lines.length);
 const chunk = 8192;
@@ -52,7 +62,9 @@ for (let start = 0; start < lines.length; start += chunk) {
   scores.set(await model.score(rows.slice(start * width, (start + n) * width), n), start);
 }
 await model.close();
-const baseline = baselineOf(features, rows, lines.length, scores, bins);
+// The readings' bins and the score's (the drift watch leaves the per-device columns out: README, Drift watch).
+const all = baselineOf(columns, rows, lines.length, scores, bins);
+const baseline = { ...all, features: Object.fromEntries(features.map((name) => [name, all.features[name]])) };
 const bytes = withMetadata(
   await Deno.readFile(locateModel(values.model)),
   "edgeinfer.baseline",

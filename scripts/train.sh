@@ -2,6 +2,9 @@
 # Trains the connected-car anomaly model (models/car-anomaly.onnx by default).
 #
 #   scripts/train.sh [--small] [--seed N] [--out PATH] [--metrics-out PATH] [--work-dir DIR]
+#                    [--device-features SPEC.json]
+#   scripts/train.sh --columns SPEC.json EVENTS.jsonl [MODEL.onnx FEATURES]
+#     (the per-device columns the training computes for a stream, for the parity test)
 #
 # Installs the pinned Python dependencies of scripts/train/requirements.txt from PyPI into
 # ${EDGEINFER_CACHE:-$HOME/.cache/edgeinfer}/venv-train (once; again when the file changes), then
@@ -40,4 +43,8 @@ fi
 export EDGEINFER_CMD EDGEINFER_ROOT="$ROOT"
 # One BLAS thread: the same numbers on every machine, and no oversubscription on small ones.
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
+if [[ "${1:-}" == "--columns" ]]; then
+  shift
+  exec "$VENV/bin/python" "$ROOT/scripts/train/device_features.py" "$@"
+fi
 exec "$VENV/bin/python" "$ROOT/scripts/train/train.py" "$@"

@@ -34,21 +34,50 @@ Deno.test("scripts/train.sh --small writes a model with the edgeinfer metadata t
     const model = await Model.load(out);
     try {
       assert.deepEqual(model.features, [...FEATURES]);
-      assert.equal(model.width, 18);
+      const spec = model.deviceFeatures!;
+      assert.equal(spec.key, "car");
+      assert.equal(spec.time, "ts");
+      assert.equal(model.width, 18 + spec.features.length);
       assert.equal(model.scoreOutput, "score");
       assert.equal(model.name, "car-anomaly");
-      assert.equal(model.version, "1");
+      assert.equal(model.version, "2");
       assert.ok(model.threshold !== undefined && model.threshold > 0);
-      // Raw readings in, one finite score per row out; outdated firmware scores far above normal.
-      const healthy = [90, 25, 20, 80, 12.5, 30, 60, 1.9, 30, 32, 32, 32, 32, 0.4, 0.4, 0.4, 0.4, 2000];
-      const broken = healthy.slice(0, 17).concat([1000]);
-      const scores = await model.score(new Float32Array([...healthy, ...broken]), 2);
-      assert.equal(scores.length, 2);
+      // Raw readings and per-device columns in, one finite score per row out; outdated firmware scores far
+      // above normal, and so does a coolant far above the car's own baseline.
+      const derived = spec.features.map(() => 0);
+      const healthy = [
+        90,
+        25,
+        20,
+        80,
+        12.5,
+        30,
+        60,
+        1.9,
+        30,
+        32,
+        32,
+        32,
+        32,
+        0.4,
+        0.4,
+        0.4,
+        0.4,
+        2000,
+        ...derived,
+      ];
+      const broken = [...healthy];
+      broken[17] = 1000;
+      const heating = [...healthy];
+      heating[18 + spec.features.findIndex((f) => f.field === "coolant_temp" && f.op === "delta")] = 30;
+      const scores = await model.score(new Float32Array([...healthy, ...broken, ...heating]), 3);
+      assert.equal(scores.length, 3);
       assert.ok(scores.every(Number.isFinite));
       assert.ok(scores[1] > scores[0] && scores[1] > model.threshold!);
+      assert.ok(scores[2] > scores[0] && scores[2] > model.threshold!);
 
-      // The drift baseline: every feature and the score; the features' bins are those edgeinfer's own
-      // code (scripts/add_baseline.ts) computes from the same training fleet, edge for edge.
+      // The drift baseline: every sensor reading (not the per-device columns) and the score; the readings'
+      // bins are those edgeinfer's own code (scripts/add_baseline.ts) computes from the same training fleet.
       const baseline = model.baseline!;
       assert.deepEqual(baseline.columns.map((c) => c.name), [...FEATURES]);
       assert.ok(baseline.score && baseline.score.edges.length > 0);

@@ -2,6 +2,7 @@
  * What `edgeinfer bench` feeds the model: the events of an --input file (decoded by the same codecs
  * as `run`), or random ones of the model's input width.
  */
+import type { DeviceFeatureSpec } from "../features/spec.ts";
 import { type Decoder, emptyMeta } from "../codecs/decoder.ts";
 import { UsageError } from "../errors.ts";
 import { randomRows } from "./inference.ts";
@@ -53,9 +54,13 @@ export function decodeRows(lines: string[], decoder: Decoder, width: number): De
   return { rows: rows.subarray(0, count * width), count, rejected, firstRejection };
 }
 
+/** Devices the random events of a model with per-device features come from (round-robin). */
+export const RANDOM_EVENT_DEVICES = 1000;
+
 /**
  * `count` event payloads of random feature values for the end-to-end runs: JSON objects with the
- * model's feature names and an `id`, or delimited `<id>,<v1>#<v2>#…` lines.
+ * model's feature names and an `id`, or delimited `<id>,<v1>#<v2>#…` lines. For a model with per-device
+ * features, JSON events also name one of RANDOM_EVENT_DEVICES devices and carry a timestamp 10 ms apart.
  */
 export function randomEvents(
   count: number,
@@ -63,15 +68,22 @@ export function randomEvents(
   format: "json" | "delimited",
   features: string[] | undefined,
   seed = 1,
+  device?: DeviceFeatureSpec,
 ): string[] {
   const values = randomRows(count, width, seed);
   const events: string[] = [];
+  const read = features?.length ?? width;
   for (let i = 0; i < count; i++) {
-    const row = Array.from(values.subarray(i * width, (i + 1) * width), (v) => Number(v.toFixed(4)));
+    const row = Array.from(values.subarray(i * width, i * width + read), (v) => Number(v.toFixed(4)));
     if (format === "delimited") {
       events.push(`${i},${row.join("#")}`);
     } else {
-      const event: Record<string, number> = { id: i };
+      const event: Record<string, number | string> = { id: i };
+      if (device) {
+        event[device.key] = `device-${i % RANDOM_EVENT_DEVICES}`;
+        event[device.time] = 1_735_689_600_000 + i * 10;
+        for (const f of device.features) event[f.field] ??= values[i * width];
+      }
       row.forEach((v, c) => event[features![c]] = v);
       events.push(JSON.stringify(event));
     }

@@ -2,6 +2,7 @@ import { UsageError } from "../errors.ts";
 import { locateModel } from "../model/locate.ts";
 import { readOnnxInfo, type TensorInfo } from "../model/onnx_file.ts";
 import { parseFlags } from "./args.ts";
+import { parseDeviceFeatureSpec } from "../features/spec.ts";
 
 export const INSPECT_HELP = `edgeinfer inspect: show what an ONNX model expects and declares
 
@@ -73,8 +74,8 @@ export async function inspectCommand(argv: string[]): Promise<void> {
       }
     }
     const features = meta["edgeinfer.features"];
+    let names: unknown;
     if (features !== undefined) {
-      let names: unknown;
       try {
         names = JSON.parse(features);
       } catch { /* shown raw below */ }
@@ -83,6 +84,24 @@ export async function inspectCommand(argv: string[]): Promise<void> {
         names.forEach((name, i) => lines.push(`    ${String(i).padStart(3)}  ${name}`));
       } else {
         lines.push(`  features  ${features} (not a JSON array: edgeinfer will ignore it)`);
+      }
+    }
+    const device = meta["edgeinfer.device_features"];
+    if (device !== undefined) {
+      try {
+        const spec = parseDeviceFeatureSpec(device);
+        const first = Array.isArray(names) ? names.length : 0;
+        lines.push(
+          `  device features  ${spec.features.length}, per '${spec.key}' in event time '${spec.time}' ` +
+            `(${spec.timeUnit}); README "Per-device features"`,
+        );
+        spec.features.forEach((f, i) =>
+          lines.push(
+            `    ${String(first + i).padStart(3)}  ${f.name} = ${f.op} of ${f.field} over ${f.seconds} s`,
+          )
+        );
+      } catch (err) {
+        lines.push(`  device features  invalid: ${(err as Error).message}`);
       }
     }
   }

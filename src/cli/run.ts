@@ -100,6 +100,12 @@ Shadow model (README "Shadow model")
   --shadow-max-pending N  shadow batches being scored or written at which the next ones are skipped
                           (counted), so that a slow shadow never holds memory or production (default 2)
 
+Per-device features (README "Per-device features"; when the model has edgeinfer.device_features)
+  --device-state-max N    devices whose state is kept at most; beyond it the least recently seen is
+                          forgotten (~0.4 KB each with the car model; default 100000)
+  --device-state-idle S   a device silent for S seconds is forgotten; it starts afresh, as after a
+                          restart (default 3600)
+
 Drift watch (README "Drift watch"; on when the model has edgeinfer.baseline metadata)
   --drift-window N        events whose feature and score bins are compared with the model's baseline
                           (PSI per feature and for the score, a metric each); 0 turns the watch off
@@ -216,6 +222,8 @@ export const RUN_FLAGS = {
   "shadow-max-pending": { type: "string" },
   "drift-window": { type: "string" },
   "drift-threshold": { type: "string" },
+  "device-state-max": { type: "string" },
+  "device-state-idle": { type: "string" },
   ...LOG_FLAGS,
 } as const;
 

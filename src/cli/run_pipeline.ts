@@ -9,6 +9,7 @@ import { locateModel } from "../model/locate.ts";
 import { incompatibility, ModelSwapper } from "../model/swap.ts";
 import { Shadow } from "../model/shadow.ts";
 import { DriftWatch } from "../model/drift.ts";
+import { DeviceFeatureState } from "../features/state.ts";
 import type { Logger } from "../log.ts";
 import { watchModelFile } from "../model/watch.ts";
 import { KafkaModelSource } from "../model/kafka_source.ts";
@@ -71,6 +72,8 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
   }
   const modelLabel = s.model ?? s.modelSource!;
   let decoder: Decoder;
+  // The model's per-device features (edgeinfer.device_features): their state lives as long as the pipeline.
+  let device: DeviceFeatureState | undefined;
   if (s.format === "json") {
     if (model.features === undefined) {
       await modelSource?.close();
@@ -80,15 +83,26 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
           `with its ${model.width} input field names in column order, or use --format delimited`,
       );
     }
+    device = model.deviceFeatures && new DeviceFeatureState(model.deviceFeatures, s.deviceState);
     decoder = new JsonDecoder({
       features: model.features,
       keyField: s.keyField,
       idField: s.idField,
       passthrough: s.passthrough.map((p) => p.field),
+      device,
     });
   } else {
+    if (model.deviceFeatures) {
+      await modelSource?.close();
+      await model.close();
+      throw new UsageError(
+        `model '${modelLabel}' computes per-device features from named event fields ` +
+          `(edgeinfer.device_features): use --format json`,
+      );
+    }
     decoder = new DelimitedDecoder(model.width);
   }
+  if (metrics) metrics.deviceState = device;
   // One device alert state for the pipeline, shared by every model's encoder (it outlives a swap).
   const deviceAlerts = s.alertHysteresis &&
     new DeviceAlerts(s.alertHysteresis.rule, s.alertHysteresis.bounds);
@@ -221,6 +235,10 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
         (modelSource ? `; models from ${modelSource.description}` : "") +
         (alerts ? `; ${alerts.description}` : "") +
         (deviceAlerts ? `; device alerts ${describeRule(deviceAlerts)}` : "") +
+        (device
+          ? `; ${device.width} per-device features (state for at most ${device.bounds.maxDevices} devices, ` +
+            `idle after ${device.bounds.idleSeconds} s)`
+          : "") +
         (shadow ? `; shadow ${shadow.description}` : "") +
         (drift
           ? `; drift watch on ${drift.names.length} series (window ${drift.window} events, ` +
@@ -298,6 +316,7 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
           : ""),
       stats.fields(),
     );
+    if (device) log.info(describeDeviceState(device));
     if (shadow) log.info(shadow.describe(), shadow.fields());
     if (drift) log.info(describeDrift(drift), driftFields(drift));
   } finally {
@@ -312,6 +331,15 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
     for (const sink of sinks) await sink.close().catch(() => {});
     models.close();
   }
+}
+
+/** The per-device state's summary line. */
+function describeDeviceState(d: DeviceFeatureState): string {
+  return `per-device features: ${d.size} devices in state` +
+    (d.evictedCap + d.evictedIdle > 0
+      ? ` (${d.evictedCap} forgotten by --device-state-max, ${d.evictedIdle} by --device-state-idle)`
+      : "") +
+    (d.late > 0 ? `; ${d.late} readings older than their device's newest (scored, state unchanged)` : "");
 }
 
 /** The drift summary line: PSI per series over the last window, the drifting ones named. */

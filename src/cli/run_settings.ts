@@ -9,6 +9,11 @@ import { durationFlag, intFlag, listFlag, logSettings, numberFlag } from "./args
 import type { RUN_FLAGS } from "./run.ts";
 import { DEFAULT_SHADOW_MAX_PENDING } from "../model/shadow.ts";
 import { DEFAULT_DRIFT_THRESHOLD, DEFAULT_DRIFT_WINDOW } from "../model/drift.ts";
+import {
+  DEFAULT_DEVICE_STATE_IDLE_SECONDS,
+  DEFAULT_DEVICE_STATE_MAX,
+  type DeviceStateBounds,
+} from "../features/state.ts";
 import { ALERTS_ON, type AlertsOn } from "../alerts/alerts.ts";
 import {
   DEFAULT_ALERT_DEVICES,
@@ -80,6 +85,8 @@ export interface PipelineSettings {
   shadow:
     | { model: string; threshold: number | undefined; sink: string | undefined; maxPending: number }
     | undefined;
+  /** --device-state-max, --device-state-idle: bounds of the per-device feature state. */
+  deviceState: DeviceStateBounds;
   /** --drift-window (events; 0: off) and --drift-threshold (PSI), for a model with edgeinfer.baseline. */
   drift: { window: number; threshold: number };
 }
@@ -201,6 +208,10 @@ export function pipelineSettings(f: RunValues): PipelineSettings {
     alertHysteresis,
     shadow: shadowSettings(f),
     drift: driftSettings(f),
+    deviceState: {
+      maxDevices: intFlag("device-state-max", f["device-state-max"], DEFAULT_DEVICE_STATE_MAX, 1),
+      idleSeconds: intFlag("device-state-idle", f["device-state-idle"], DEFAULT_DEVICE_STATE_IDLE_SECONDS, 1),
+    },
   };
 }
 

@@ -1,5 +1,6 @@
 import { F32_LIMIT } from "./decimal.ts";
 import type { DecodedMeta, Decoder } from "./decoder.ts";
+import type { DeviceFeatureState } from "../features/state.ts";
 
 export interface JsonDecoderOptions {
   /** Field names in tensor column order. */
@@ -10,6 +11,8 @@ export interface JsonDecoderOptions {
   idField: string;
   /** Fields copied into the output record. */
   passthrough: string[];
+  /** The model's per-device features: their columns follow `features` in the row. */
+  device?: DeviceFeatureState;
 }
 
 /**
@@ -54,7 +57,8 @@ export class JsonDecoder implements Decoder {
     const id = fields[idField];
     meta.id = typeof id === "string" || typeof id === "number" ? id : undefined;
     meta.passthrough = passthrough.length === 0 ? undefined : passthrough.map((name) => fields[name]);
-    return undefined;
+    // Last: a reading refused above must not move its device's state.
+    return this.options.device?.compute(fields, row, offset + features.length);
   }
 }
 

@@ -4,6 +4,7 @@ import { locateModel } from "./locate.ts";
 import { type OnnxFileInfo, readOnnxInfo } from "./onnx_file.ts";
 import { sha256Hex } from "./wire.ts";
 import { type DriftBaseline, parseBaseline } from "./drift.ts";
+import { type DeviceFeatureSpec, parseDeviceFeatureSpec } from "../features/spec.ts";
 
 /** Flags that override what the model file's edgeinfer.* metadata says. */
 export interface ModelOverrides {
@@ -25,8 +26,13 @@ export class Model {
     readonly inputName: string,
     /** Number of input columns (features) per row. */
     readonly width: number,
-    /** Feature names in column order, when known (needed for JSON payloads). */
+    /** Names of the fields read from each event, in column order, when known (needed for JSON payloads). */
     readonly features: string[] | undefined,
+    /**
+     * edgeinfer.device_features: columns computed per device from its recent readings, after `features`
+     * (src/features/). Absent for a stateless model.
+     */
+    readonly deviceFeatures: DeviceFeatureSpec | undefined,
     readonly scoreOutput: string,
     readonly threshold: number | undefined,
     readonly name: string,
@@ -81,17 +87,20 @@ export class Model {
     }
 
     const features = overrides.features ?? parseFeatureMetadata(label, meta["edgeinfer.features"]);
+    const deviceFeatures = parseDeviceFeatures(label, meta["edgeinfer.device_features"], features);
+    const derived = deviceFeatures?.features.length ?? 0;
     const declaredWidth = typeof input.shape[1] === "number" ? input.shape[1] : undefined;
-    const width = declaredWidth ?? features?.length;
+    const width = declaredWidth ?? (features && features.length + derived);
     if (width === undefined) {
       throw new UsageError(
         `--model '${label}' does not fix its number of input columns; pass --features a,b,c`,
       );
     }
-    if (features && features.length !== width) {
+    if (features && features.length + derived !== width) {
       throw new UsageError(
         `${overrides.features ? "--features" : "the model's edgeinfer.features metadata"} names ` +
-          `${features.length} features but the model input '${input.name}' has ${width} columns`,
+          `${features.length} features${derived ? ` (and edgeinfer.device_features ${derived} more)` : ""} ` +
+          `but the model input '${input.name}' has ${width} columns`,
       );
     }
 
@@ -125,6 +134,8 @@ export class Model {
       }
     }
 
+    // The drift watch compares the event fields (and the score), not the per-device columns: those depend on
+    // how long each device has been seen (they refill after every restart), which no baseline can know.
     const baseline = parseBaseline(label, meta["edgeinfer.baseline"], features);
 
     let session: ort.InferenceSession;
@@ -144,6 +155,7 @@ export class Model {
       input.name,
       width,
       features,
+      deviceFeatures,
       scoreOutput,
       threshold,
       name,
@@ -174,6 +186,12 @@ export class Model {
     return scores;
   }
 
+  /** Every input column's name, in order (the event fields, then the per-device features), when known. */
+  get columns(): string[] | undefined {
+    if (!this.features || !this.deviceFeatures) return this.features;
+    return [...this.features, ...this.deviceFeatures.features.map((f) => f.name)];
+  }
+
   /** `car-anomaly v3`, or the name alone when the model has no version. */
   describe(): string {
     return `${this.name}${this.version ? ` v${this.version}` : ""}`;
@@ -193,6 +211,34 @@ function parseFeatureMetadata(label: string, value: string | undefined): string[
   throw new UsageError(
     `--model '${label}' has edgeinfer.features metadata that is not a JSON array of names; pass --features a,b,c`,
   );
+}
+
+function parseDeviceFeatures(
+  label: string,
+  value: string | undefined,
+  features: string[] | undefined,
+): DeviceFeatureSpec | undefined {
+  if (value === undefined) return undefined;
+  let spec: DeviceFeatureSpec;
+  try {
+    spec = parseDeviceFeatureSpec(value);
+  } catch (err) {
+    throw new UsageError(
+      `--model '${label}' has edgeinfer.device_features metadata that ${(err as Error).message}`,
+    );
+  }
+  if (features === undefined) {
+    throw new UsageError(
+      `--model '${label}' has edgeinfer.device_features but no edgeinfer.features: its event fields are unknown`,
+    );
+  }
+  const clash = spec.features.find((f) => features.includes(f.name));
+  if (clash) {
+    throw new UsageError(
+      `--model '${label}' names '${clash.name}' both as an event field and as a per-device feature`,
+    );
+  }
+  return spec;
 }
 
 function baseName(path: string): string {

@@ -9,6 +9,7 @@ import { PredictionEncoder } from "../codecs/prediction.ts";
 import { Model, type ModelOverrides } from "./model.ts";
 import { sha256Hex } from "./wire.ts";
 import type { Logger } from "../log.ts";
+import { type DeviceFeatureSpec, specJson } from "../features/spec.ts";
 
 /** `ok`: swapped; `refused`: loaded but does not fit (or failed its checksum); `failed`: could not be loaded. */
 export type ReloadResult = "ok" | "refused" | "failed";
@@ -33,11 +34,21 @@ export class ActiveModel {
  * buffer are built for the running model's columns.
  */
 export function incompatibility(
-  running: { width: number; features: string[] | undefined },
-  candidate: { width: number; features: string[] | undefined },
+  running: { width: number; features: string[] | undefined; deviceFeatures?: DeviceFeatureSpec },
+  candidate: { width: number; features: string[] | undefined; deviceFeatures?: DeviceFeatureSpec },
 ): string | undefined {
   if (candidate.width !== running.width) {
     return `input width ${candidate.width} differs from the running model's ${running.width}`;
+  }
+  const wanted = running.deviceFeatures ? specJson(running.deviceFeatures) : undefined;
+  const offered = candidate.deviceFeatures ? specJson(candidate.deviceFeatures) : undefined;
+  if (wanted !== offered) {
+    // The per-device state is kept for the running model's definitions (restart to change them).
+    return offered === undefined
+      ? `it has no per-device features and the running model has (edgeinfer.device_features)`
+      : wanted === undefined
+      ? `it has per-device features (edgeinfer.device_features) and the running model has none`
+      : `its per-device features (edgeinfer.device_features) differ from the running model's`;
   }
   if (running.features === undefined) return undefined;
   if (candidate.features === undefined) {

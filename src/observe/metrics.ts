@@ -13,6 +13,7 @@ import type { BatchObserver } from "../pipeline/pipeline.ts";
 import type { DeviceAlerts } from "../alerts/hysteresis.ts";
 import type { ShadowState } from "../model/shadow.ts";
 import type { DriftWatch } from "../model/drift.ts";
+import type { DeviceFeatureState } from "../features/state.ts";
 
 export const BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096];
 export const INFERENCE_SECONDS_BUCKETS = [
@@ -98,6 +99,8 @@ export class PipelineMetrics implements BatchObserver {
   deviceAlerts: DeviceAlerts | undefined;
   /** --shadow-model: its agreement with the production model. */
   shadow: ShadowState | undefined;
+  /** The per-device feature state (a model with edgeinfer.device_features). */
+  deviceState: Pick<DeviceFeatureState, "counts"> | undefined;
   /** The drift watch (a model with edgeinfer.baseline). */
   drift: Pick<DriftWatch, "values" | "full"> | undefined;
   ended = false;
@@ -362,6 +365,27 @@ export class Metrics {
       "The shadow model: always 1, its name and version as labels.",
       ["model", "version"],
       (p) => p.shadow && [[{ model: p.shadow.model.name, version: p.shadow.model.version }, 1]],
+    );
+    gauge(
+      "edgeinfer_device_state_devices",
+      "Devices whose per-device feature state is kept (at most --device-state-max).",
+      [],
+      (p) => p.deviceState?.counts().devices,
+    );
+    counter(
+      "edgeinfer_device_state_evictions_total",
+      "Devices forgotten: reason=cap (--device-state-max) or idle (--device-state-idle).",
+      ["reason"],
+      (p) => {
+        const c = p.deviceState?.counts();
+        return c && [[{ reason: "cap" }, c.evictedCap], [{ reason: "idle" }, c.evictedIdle]];
+      },
+    );
+    counter(
+      "edgeinfer_device_state_late_readings_total",
+      "Readings older than their device's newest: scored against the state, which they do not change.",
+      [],
+      (p) => p.deviceState?.counts().late,
     );
     gauge(
       "edgeinfer_drift_psi",

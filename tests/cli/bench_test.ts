@@ -21,7 +21,12 @@ function assertUsageError(result: CliResult, message: RegExp) {
 /** Car events as JSON lines: the model's 18 features with plausible values, and an id. */
 function carEvents(count: number): string[] {
   return Array.from({ length: count }, (_, i) => {
-    const event: Record<string, number> = { id: i };
+    // The car model keeps per-device state: each event names its car and carries its time.
+    const event: Record<string, number | string> = {
+      id: i,
+      car: `car-${i % 5}`,
+      ts: 1_735_689_600_000 + i * 1000,
+    };
     FEATURES.forEach((name, c) => event[name] = 10 + ((i * 7 + c * 13) % 50));
     return JSON.stringify(event);
   });
@@ -72,7 +77,7 @@ Deno.test("edgeinfer bench --json: rows/s and p50 <= p99 <= max per batch size, 
   assert.equal(result.code, 0, result.stderr);
   const report = JSON.parse(result.stdout);
   assert.equal(report.mode, "inference");
-  assert.deepEqual(report.model, { path: MODEL, name: "car-anomaly", version: "1", width: 18 });
+  assert.deepEqual(report.model, { path: MODEL, name: "car-anomaly", version: "2", width: 24 });
   assert.equal(report.threads, 1);
   assert.equal(report.durationSeconds, 0.2);
   assert.equal(report.warmupSeconds, 0.05);
@@ -113,7 +118,7 @@ Deno.test("edgeinfer bench --input scores the file's events (same codecs as run)
   const lines = result.stdout.trim().split("\n");
   assert.match(
     lines[0],
-    /^car-anomaly v1 \(18 features\), 1 thread, 40 rows of .*cars\.jsonl; 100 ms per batch size/,
+    /^car-anomaly v2 \(24 features\), 1 thread, 40 rows of .*cars\.jsonl; 100 ms per batch size/,
   );
   assert.match(lines[1], /^batch\s+rows\/s\s+calls\s+p50 ms\s+p99 ms\s+max ms$/);
   assert.match(lines[2], /^\s+16\s+[\d,]+\s+[\d,]+\s+\d+\.\d{3}\s+\d+\.\d{3}\s+\d+\.\d{3}$/);
@@ -164,7 +169,8 @@ Deno.test("edgeinfer bench --source file: --sink file: runs edgeinfer run per ba
   // The source file holds the events; the sink got one prediction per event and run.
   const events = (await Deno.readTextFile(`${dir}/events.jsonl`)).trim().split("\n");
   assert.equal(events.length, 3000);
-  assert.deepEqual(Object.keys(JSON.parse(events[0])).length, 19, "id and 18 features");
+  // id, the car and the time (the model's per-device features need them), and 18 features.
+  assert.deepEqual(Object.keys(JSON.parse(events[0])).length, 21, "id, car, ts and 18 features");
   const predictions = (await Deno.readTextFile(`${dir}/predictions.jsonl`)).trim().split("\n");
   assert.equal(predictions.length, 6000);
   assert.equal(typeof JSON.parse(predictions[0]).score, "number");
