@@ -41,7 +41,12 @@ for (let first = 0; first < connections; first += 200) {
 }
 console.error(`${devices.length} devices connected`);
 
-const payload = JSON.stringify(Object.fromEntries(FEATURES.map((f) => [f, 1])));
+// One payload per device: the car model keeps per-device state, so a reading names its car and its time
+// (the same time in every reading: scored against the device's state without moving it).
+const readings = Object.fromEntries(FEATURES.map((f) => [f, 1]));
+const payloads = devices.map((_, i) =>
+  JSON.stringify({ car: `car-${i}`, ts: 1_735_689_600_000, ...readings })
+);
 const latencies: number[] = [];
 let sent = 0;
 const start = performance.now();
@@ -50,7 +55,7 @@ while (sent < total) {
   for (; sent < due; sent++) {
     const device = sent % devices.length;
     const publishedAt = performance.now();
-    devices[device].publish(`bench/${device}/sensors`, payload, { qos: 1 }, () => {
+    devices[device].publish(`bench/${device}/sensors`, payloads[device], { qos: 1 }, () => {
       latencies.push(performance.now() - publishedAt);
     });
   }

@@ -356,7 +356,13 @@ Deno.test("mqtt-server e2e: SIGKILL mid-stream loses nothing: devices resend wha
     const publishing = (async () => {
       for (let i = 0; i < perCar; i++) {
         cars.forEach((car, c) => {
-          const event = { id: `${c}-${i}`, ...Object.fromEntries(FEATURES.map((f) => [f, 1])) };
+          // The car model keeps per-device state: each reading names its car and carries its time.
+          const event = {
+            id: `${c}-${i}`,
+            car: `car-${c}`,
+            ts: 1_735_689_600_000 + i * 1000,
+            ...Object.fromEntries(FEATURES.map((f) => [f, 1])),
+          };
           car.publish(`${prefix}/${c}/sensors`, JSON.stringify(event), { qos: 1 }, (err) => {
             if (!err) acked++;
           });
