@@ -7,7 +7,7 @@ import { RuntimeError, UsageError } from "../errors.ts";
 import { Model, type ModelOverrides } from "../model/model.ts";
 import { locateModel } from "../model/locate.ts";
 import { incompatibility, ModelSwapper } from "../model/swap.ts";
-import { Shadow } from "../model/shadow.ts";
+import { Shadow, ShadowInput } from "../model/shadow.ts";
 import { DriftWatch } from "../model/drift.ts";
 import { DeviceFeatureState } from "../features/state.ts";
 import type { Logger } from "../log.ts";
@@ -400,12 +400,30 @@ async function openShadow(
     if (err instanceof UsageError) throw new UsageError(err.message.replace(/^--model /, "--shadow-model "));
     throw err;
   }
+  // A shadow that reads other columns (other fields, per-device features) decodes the events itself (JSON).
   const problem = incompatibility(production, candidate);
+  let ownInput: ShadowInput | undefined;
   if (problem !== undefined) {
-    await candidate.close().catch(() => {});
-    throw new UsageError(
-      `--shadow-model '${settings.model}' (${candidate.describe()}) does not read the production model's ` +
-        `input: ${problem}; a shadow must read the same features`,
+    if (s.format !== "json" || candidate.features === undefined) {
+      await candidate.close().catch(() => {});
+      throw new UsageError(
+        `--shadow-model '${settings.model}' (${candidate.describe()}) does not read the production model's ` +
+          `input: ${problem}; a shadow with other columns needs --format json and its edgeinfer.features`,
+      );
+    }
+    ownInput = new ShadowInput(
+      new JsonDecoder({
+        features: candidate.features,
+        keyField: s.keyField,
+        idField: s.idField,
+        passthrough: [],
+        device: candidate.deviceFeatures && new DeviceFeatureState(candidate.deviceFeatures, s.deviceState),
+      }),
+      candidate.width,
+    );
+    log.info(
+      `shadow ${candidate.describe()} reads other columns than ${production.describe()} (${problem}): ` +
+        `it decodes each event again`,
     );
   }
   // Its own Health: a shadow sink failing for good must not end the run.
@@ -422,7 +440,7 @@ async function openShadow(
       throw err;
     }
   }
-  const shadow = new Shadow(candidate, encoderFor(candidate), sink, log, settings.maxPending);
+  const shadow = new Shadow(candidate, encoderFor(candidate), sink, log, settings.maxPending, ownInput);
   health.onFatal((err) => shadow.drop(err.message));
   return shadow;
 }

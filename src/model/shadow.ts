@@ -5,7 +5,7 @@
  * evidence an operator needs before promoting it. A shadow that falls behind skips batches (counted); one
  * that fails (its model throws, its sink fails for good) is dropped with one logged line.
  */
-import type { DecodedMeta } from "../codecs/decoder.ts";
+import { type DecodedMeta, type Decoder, emptyMeta } from "../codecs/decoder.ts";
 import type { PredictionEncoder } from "../codecs/prediction.ts";
 import type { Logger } from "../log.ts";
 import type { OutRecord, Sink, SourceEvent } from "../pipeline/types.ts";
@@ -104,6 +104,38 @@ export interface ShadowBatch {
   events: SourceEvent[];
 }
 
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * A shadow that reads other columns than the production model (other event fields, or per-device features
+ * kept in its own state) decodes each event of a batch again with its own decoder. The batches come in order,
+ * so its per-device state follows the stream; a batch skipped while the shadow is behind is not seen by it.
+ */
+export class ShadowInput {
+  private readonly meta = emptyMeta();
+  /** Events the shadow's decoder refused (e.g. a field only it reads is missing): not compared. */
+  refusedEvents = 0;
+
+  constructor(private readonly decoder: Decoder, readonly width: number) {}
+
+  rows(events: SourceEvent[], rows: number): { input: Float32Array; refused: number[] | undefined } {
+    const width = this.width;
+    const input = new Float32Array(rows * width);
+    let refused: number[] | undefined;
+    for (let r = 0; r < rows; r++) {
+      let reason: string | undefined;
+      try {
+        reason = this.decoder.decode(strictUtf8.decode(events[r].payload), input, r * width, this.meta);
+      } catch (err) {
+        reason = (err as Error).message;
+      }
+      if (reason !== undefined) (refused ??= []).push(r);
+    }
+    if (refused) this.refusedEvents += refused.length;
+    return { input, refused };
+  }
+}
+
 /** What the metrics read of a shadow (at scrape time). */
 export interface ShadowState {
   readonly model: { name: string; version: string };
@@ -128,6 +160,8 @@ export class Shadow implements ShadowState {
     private readonly sink: Sink | undefined,
     private readonly log: Logger,
     private readonly maxPending = DEFAULT_SHADOW_MAX_PENDING,
+    /** Set when the shadow reads other columns than production (e.g. per-device features): its own rows. */
+    private readonly ownInput?: ShadowInput,
   ) {}
 
   get model(): { name: string; version: string } {
@@ -160,13 +194,14 @@ export class Shadow implements ShadowState {
     }
     // Nothing here may throw into the production path.
     try {
-      const input = batch.input.slice(0, rows * this.shadow.width);
+      const own = this.ownInput?.rows(batch.events, rows);
+      const input = own?.input ?? batch.input.slice(0, rows * this.shadow.width);
       const scores = batch.productionScores;
       const production = scores instanceof Float32Array
         ? scores.slice(0, rows)
         : Float32Array.from({ length: rows }, (_, r) => scores[r]);
       const described = this.sink ? describeRows(batch.metas, batch.events, rows) : undefined;
-      const work = this.score(input, rows, production, batch.productionThreshold, described)
+      const work = this.score(input, rows, production, batch.productionThreshold, described, own?.refused)
         .catch((err) => this.drop((err as Error).message))
         .finally(() => this.pending.delete(work));
       this.pending.add(work);
@@ -182,6 +217,7 @@ export class Shadow implements ShadowState {
     production: Float32Array,
     productionThreshold: number | undefined,
     described: { meta: DecodedMeta; event: SourceEvent }[] | undefined,
+    refused: number[] | undefined,
   ): Promise<void> {
     let scores: Float32Array;
     try {
@@ -190,6 +226,8 @@ export class Shadow implements ShadowState {
       this.droppedEvents += rows;
       throw new Error(`scoring failed: ${(err as Error).message}`);
     }
+    // Rows the shadow's own decoder refused are neither compared nor written.
+    if (refused) { for (const r of refused) scores[r] = NaN; }
     if (this.droppedReason !== undefined) {
       this.droppedEvents += rows;
       return;
@@ -273,6 +311,9 @@ export class Shadow implements ShadowState {
       `, score correlation ${correlation === undefined ? "n/a" : correlation.toFixed(3)}` +
       (meanDiff === undefined ? "" : `, mean |score difference| ${formatNumber(meanDiff)}`) +
       (this.skipped > 0 ? `; ${this.skipped} events skipped (shadow behind)` : "") +
+      (this.ownInput?.refusedEvents
+        ? `; ${this.ownInput.refusedEvents} events it could not decode (not compared)`
+        : "") +
       (this.droppedReason !== undefined ? `; dropped (${this.droppedReason})` : "") +
       (this.droppedEvents > 0 ? `, ${this.droppedEvents} events not compared` : "");
   }

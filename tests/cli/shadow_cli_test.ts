@@ -18,7 +18,7 @@ const candidate = (spec: { failsToScore?: boolean; features?: string[] } = {}) =
     failsToScore: spec.failsToScore,
   });
 
-async function run(extra: string[]) {
+async function run(extra: string[], events = EVENTS) {
   const sink = await Deno.makeTempFile({ suffix: ".jsonl" });
   const result = await runCli(
     [
@@ -38,7 +38,7 @@ async function run(extra: string[]) {
       "100",
       ...extra,
     ],
-    { stdin: EVENTS.join("\n") + "\n" },
+    { stdin: events.join("\n") + "\n" },
   );
   const text = (await Deno.readTextFile(sink)).trim();
   const records = text === "" ? [] : text.split("\n").map((line) => JSON.parse(line));
@@ -121,12 +121,96 @@ Deno.test("--shadow-model: an unreachable shadow sink never holds production: ba
   );
 });
 
-Deno.test("--shadow-model: a shadow reading other features is refused at start, naming the difference", async () => {
-  const result = await run(["--shadow-model", await candidate({ features: ["b"] })]);
-  assert.equal(result.code, 2);
+Deno.test("--shadow-model: a shadow reading other columns decodes the events itself; known agreement", async () => {
+  // Shadow: score = b + 10 with b = 2a: anomalous for a in 21 … 99; production for a in 51 … 99.
+  const events = Array.from(
+    { length: 100 },
+    (_, a) => `{"car":"car-${a % 7}","id":${a},"a":${a},"b":${2 * a}}`,
+  );
+  const shadowSink = await Deno.makeTempFile({ suffix: ".jsonl" });
+  const result = await run([
+    "--shadow-model",
+    await candidate({ features: ["b"] }),
+    "--shadow-sink",
+    `file:${shadowSink}`,
+  ], events);
+  assert.equal(result.code, 0, result.stderr);
   assert.match(
     result.stderr,
-    /--shadow-model '.*' \(lin v2\) does not read the production model's input: features b differ from the running model's a \(column 1: 'b' instead of 'a'\)/,
+    /shadow lin v2 reads other columns than lin v1 \(features b differ .*\): it decodes each event again/,
+  );
+  assert.match(
+    result.stderr,
+    /shadow lin v2: 100 compared, agreement 70\.0 %, 30 disagreements \(30 shadow-only, 0 production-only\), score correlation 1\.000/,
+  );
+  const shadowScores = (await Deno.readTextFile(shadowSink)).trim().split("\n").map((l) =>
+    JSON.parse(l).score
+  );
+  assert.deepEqual(shadowScores.sort((x, y) => x - y), events.map((_, a) => 2 * a + 10));
+
+  // A stateful shadow beside a stateless production model: score = a − the car's previous a (time constant
+  // 1 ms: the mean is the previous reading), threshold 5. Per car (a % 7) readings 7 apart: 7, except the
+  // first of each car (0). Production flags a in 51 … 99 (all of them 7 for the shadow too); the shadow also
+  // flags a in 7 … 50 (44 events).
+  const stateful = await linearModelFile({
+    features: ["a"],
+    weights: [0, 1],
+    bias: 0,
+    threshold: 5,
+    name: "delta",
+    deviceFeatures: {
+      key: "car",
+      time: "ts",
+      features: [{ name: "a_delta", op: "delta", field: "a", seconds: 0.001 }],
+    },
+  });
+  const timed = Array.from(
+    { length: 100 },
+    (_, a) => `{"car":"car-${a % 7}","id":${a},"a":${a},"ts":${a * 1000}}`,
+  );
+  const withState = await run(["--shadow-model", stateful], timed);
+  assert.equal(withState.code, 0, withState.stderr);
+  assert.match(
+    withState.stderr,
+    /shadow delta v1 reads other columns than lin v1 \(input width 2 differs from the running model's 1\)/,
+  );
+  assert.match(
+    withState.stderr,
+    /shadow delta v1: 100 compared, agreement 56\.0 %, 44 disagreements \(44 shadow-only, 0 production-only\)/,
+  );
+  // Events without the time field the shadow needs are not compared; production scores them all.
+  const untimed = await run(["--shadow-model", stateful]);
+  assert.equal(untimed.code, 0, untimed.stderr);
+  assert.equal(untimed.records.length, 100);
+  assert.match(
+    untimed.stderr,
+    /shadow delta v1: 0 compared.*; 100 events it could not decode \(not compared\)/,
+  );
+});
+
+Deno.test("--shadow-model: a shadow the events cannot feed is refused at start, naming the difference", async () => {
+  const wider = await linearModelFile({
+    features: ["a", "b"],
+    weights: [1, 1],
+    bias: 0,
+    name: "lin",
+    version: "2",
+  });
+  const delimited = await runCli([
+    "run",
+    "--model",
+    await production(),
+    "--source",
+    "-",
+    "--format",
+    "delimited",
+    "--shadow-model",
+    wider,
+  ]);
+  assert.equal(delimited.code, 2);
+  assert.match(
+    delimited.stderr,
+    /--shadow-model '.*' \(lin v2\) does not read the production model's input: input width 2 differs from the running model's 1; a shadow with other columns needs --format json/,
   );
   const missing = await run(["--shadow-model", "/no/such.onnx"]);
   assert.equal(missing.code, 2);
