@@ -4,22 +4,10 @@
  * mean before it (time constant 1 ms: the device's previous reading).
  */
 import assert from "node:assert/strict";
-import { linearModelFile } from "../fixtures/linear_model.ts";
+import { deltaModelFile } from "../fixtures/linear_model.ts";
 import { runCli } from "./run_cli.ts";
 
-const model = () =>
-  linearModelFile({
-    features: ["a"],
-    weights: [0, 1],
-    bias: 0,
-    threshold: 5,
-    name: "delta",
-    deviceFeatures: {
-      key: "car",
-      time: "ts",
-      features: [{ name: "a_delta", op: "delta", field: "a", seconds: 0.001 }],
-    },
-  });
+const model = deltaModelFile;
 
 async function run(events: object[], extra: string[] = []) {
   const dir = await Deno.makeTempDir();

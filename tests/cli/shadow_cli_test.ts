@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { linearModelFile } from "../fixtures/linear_model.ts";
+import { deltaModelFile, linearModelFile } from "../fixtures/linear_model.ts";
 import { runCli } from "./run_cli.ts";
 
 // Production: score = a, threshold 50. Shadow: score = a + 10, threshold 50. For a = 0 … 99, exactly the
@@ -152,18 +152,7 @@ Deno.test("--shadow-model: a shadow reading other columns decodes the events its
   // 1 ms: the mean is the previous reading), threshold 5. Per car (a % 7) readings 7 apart: 7, except the
   // first of each car (0). Production flags a in 51 … 99 (all of them 7 for the shadow too); the shadow also
   // flags a in 7 … 50 (44 events).
-  const stateful = await linearModelFile({
-    features: ["a"],
-    weights: [0, 1],
-    bias: 0,
-    threshold: 5,
-    name: "delta",
-    deviceFeatures: {
-      key: "car",
-      time: "ts",
-      features: [{ name: "a_delta", op: "delta", field: "a", seconds: 0.001 }],
-    },
-  });
+  const stateful = await deltaModelFile();
   const timed = Array.from(
     { length: 100 },
     (_, a) => `{"car":"car-${a % 7}","id":${a},"a":${a},"ts":${a * 1000}}`,
