@@ -40,8 +40,7 @@ if (!features) {
   Deno.exit(2);
 }
 const lines = (await Deno.readTextFile(values.healthy)).split("\n").filter((l) => l.trim() !== "");
-const columns = model.columns!;
-const width = columns.length;
+const width = model.width;
 const rows = new Float32Array(lines.length * width);
 // A model with per-device features: their columns as `edgeinfer run` computes them, in the file's order.
 const device = model.deviceFeatures &&
@@ -63,8 +62,7 @@ for (let start = 0; start < lines.length; start += chunk) {
 }
 await model.close();
 // The readings' bins and the score's (the drift watch leaves the per-device columns out: README, Drift watch).
-const all = baselineOf(columns, rows, lines.length, scores, bins);
-const baseline = { ...all, features: Object.fromEntries(features.map((name) => [name, all.features[name]])) };
+const baseline = baselineOf(features, rows, lines.length, scores, bins, width);
 const bytes = withMetadata(
   await Deno.readFile(locateModel(values.model)),
   "edgeinfer.baseline",

@@ -1,7 +1,6 @@
 import * as ort from "onnxruntime-node";
 import type { EndToEndResult } from "../bench/end_to_end.ts";
 import { type BatchResult, benchInference, randomRows, tileRows } from "../bench/inference.ts";
-import { DeviceFeatureState } from "../features/state.ts";
 import { decodeRows, randomEvents, readEventLines, repeatEvents } from "../bench/input.ts";
 import type { Decoder } from "../codecs/decoder.ts";
 import { DelimitedDecoder } from "../codecs/delimited.ts";
@@ -124,14 +123,12 @@ export async function benchCommand(argv: string[]): Promise<void> {
     if (f.input !== undefined) {
       lines = await readEventLines(f.input, endToEnd ? Infinity : MAX_INPUT_ROWS);
       decoder = f.format === "json"
-        ? new JsonDecoder({
-          features: model.features!,
-          idField: "id",
-          passthrough: [],
-          // Per-device columns as `run` computes them (a first reading per device, then its state).
-          device: model.deviceFeatures &&
-            new DeviceFeatureState(model.deviceFeatures, { maxDevices: 1_000_000, idleSeconds: 3600 }),
-        })
+        // Per-device columns as `run` computes them (a first reading per device, then its state).
+        ? JsonDecoder.forModel(
+          { features: model.features!, deviceFeatures: model.deviceFeatures },
+          { idField: "id", passthrough: [] },
+          { maxDevices: 1_000_000, idleSeconds: 3600 },
+        )
         : new DelimitedDecoder(model.width);
     }
     const modelLabel = `${model.name}${model.version ? ` v${model.version}` : ""} (${model.width} features)`;

@@ -9,7 +9,7 @@ import { locateModel } from "../model/locate.ts";
 import { incompatibility, ModelSwapper } from "../model/swap.ts";
 import { Shadow, ShadowInput } from "../model/shadow.ts";
 import { DriftWatch } from "../model/drift.ts";
-import { DeviceFeatureState } from "../features/state.ts";
+import type { DeviceFeatureState } from "../features/state.ts";
 import type { Logger } from "../log.ts";
 import { watchModelFile } from "../model/watch.ts";
 import { KafkaModelSource } from "../model/kafka_source.ts";
@@ -83,14 +83,13 @@ export async function runPipeline(name: string, s: PipelineSettings, control: Ru
           `with its ${model.width} input field names in column order, or use --format delimited`,
       );
     }
-    device = model.deviceFeatures && new DeviceFeatureState(model.deviceFeatures, s.deviceState);
-    decoder = new JsonDecoder({
-      features: model.features,
-      keyField: s.keyField,
-      idField: s.idField,
-      passthrough: s.passthrough.map((p) => p.field),
-      device,
-    });
+    const json = JsonDecoder.forModel(
+      { features: model.features, deviceFeatures: model.deviceFeatures },
+      { keyField: s.keyField, idField: s.idField, passthrough: s.passthrough.map((p) => p.field) },
+      s.deviceState,
+    );
+    device = json.device;
+    decoder = json;
   } else {
     if (model.deviceFeatures) {
       await modelSource?.close();
@@ -412,13 +411,11 @@ async function openShadow(
       );
     }
     ownInput = new ShadowInput(
-      new JsonDecoder({
-        features: candidate.features,
-        keyField: s.keyField,
-        idField: s.idField,
-        passthrough: [],
-        device: candidate.deviceFeatures && new DeviceFeatureState(candidate.deviceFeatures, s.deviceState),
-      }),
+      JsonDecoder.forModel(
+        { features: candidate.features, deviceFeatures: candidate.deviceFeatures },
+        { keyField: s.keyField, idField: s.idField, passthrough: [] },
+        s.deviceState,
+      ),
       candidate.width,
     );
     log.info(

@@ -1,6 +1,7 @@
 import { F32_LIMIT } from "./decimal.ts";
 import type { DecodedMeta, Decoder } from "./decoder.ts";
-import type { DeviceFeatureState } from "../features/state.ts";
+import { DeviceFeatureState, type DeviceStateBounds } from "../features/state.ts";
+import type { DeviceFeatureSpec } from "../features/spec.ts";
 
 export interface JsonDecoderOptions {
   /** Field names in tensor column order. */
@@ -22,6 +23,24 @@ export interface JsonDecoderOptions {
  */
 export class JsonDecoder implements Decoder {
   constructor(private readonly options: JsonDecoderOptions) {}
+
+  /**
+   * The decoder of a model's input: its event fields, then, when it has per-device features, their columns
+   * from a state of its own (one per decoder: the state follows the events this decoder sees).
+   */
+  static forModel(
+    model: { features: string[]; deviceFeatures?: DeviceFeatureSpec },
+    options: Omit<JsonDecoderOptions, "features" | "device">,
+    bounds: DeviceStateBounds,
+  ): JsonDecoder {
+    const device = model.deviceFeatures && new DeviceFeatureState(model.deviceFeatures, bounds);
+    return new JsonDecoder({ ...options, features: model.features, device });
+  }
+
+  /** The per-device state, when the model has per-device features. */
+  get device(): DeviceFeatureState | undefined {
+    return this.options.device;
+  }
 
   decode(text: string, row: Float32Array, offset: number, meta: DecodedMeta): string | undefined {
     let event: unknown;

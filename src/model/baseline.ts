@@ -42,15 +42,18 @@ export function baselineBins(values: ArrayLike<number>, bins = DEFAULT_BASELINE_
   return { edges, expected: counts.map((c) => Math.round((c / sorted.length) * 1e6) / 1e6) };
 }
 
-/** The baseline of `rows` rows (row-major, features.length columns) and their scores. */
+/**
+ * The baseline of `rows` rows (row-major, `width` columns of which `features` are the first) and their
+ * scores.
+ */
 export function baselineOf(
   features: readonly string[],
   rows: Float32Array,
   count: number,
   scores: Float32Array,
   bins = DEFAULT_BASELINE_BINS,
+  width = features.length,
 ): BaselineJson {
-  const width = features.length;
   const column = new Float64Array(count);
   const byName: Record<string, BaselineBins> = {};
   features.forEach((name, c) => {

@@ -186,12 +186,6 @@ export class Model {
     return scores;
   }
 
-  /** Every input column's name, in order (the event fields, then the per-device features), when known. */
-  get columns(): string[] | undefined {
-    if (!this.features || !this.deviceFeatures) return this.features;
-    return [...this.features, ...this.deviceFeatures.features.map((f) => f.name)];
-  }
-
   /** `car-anomaly v3`, or the name alone when the model has no version. */
   describe(): string {
     return `${this.name}${this.version ? ` v${this.version}` : ""}`;

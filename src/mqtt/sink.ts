@@ -15,22 +15,12 @@ import { RuntimeError } from "../errors.ts";
 import { type Logger, rootLogger } from "../log.ts";
 import { Health } from "../pipeline/health.ts";
 import type { OutRecord, Refusal, Sink } from "../pipeline/types.ts";
-import type { TlsFiles } from "../config/tls.ts";
-import { openMqttPublisher } from "./publisher.ts";
+import { type MqttPublisherOptions, openMqttPublisher } from "./publisher.ts";
 import type { TopicTemplate } from "./topic_template.ts";
 
-export interface MqttSinkOptions {
-  /** Names the option in messages: "--sink" or "--dlq". */
-  flag: string;
-  /** mqtt://host:port or mqtts://host:port, without credentials. */
-  brokerUrl: string;
+/** The connection's settings are the publisher's (flag: "--sink" or "--dlq"); its callbacks are the sink's own. */
+export interface MqttSinkOptions extends Omit<MqttPublisherOptions, "onUp" | "onDown" | "onFatal"> {
   topic: TopicTemplate;
-  username?: string;
-  password?: string;
-  tls?: TlsFiles;
-  clientId: string;
-  protocolVersion: 4 | 5;
-  keepaliveSeconds: number;
   health?: Health;
   logger?: Logger;
 }

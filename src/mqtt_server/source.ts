@@ -31,15 +31,17 @@ import mqttPacket from "mqtt-packet";
 import { createServer as createTcpServer, type Server, type Socket } from "node:net";
 import { createServer as createTlsServer, type TLSSocket } from "node:tls";
 import { RuntimeError } from "../errors.ts";
-import { type Logger, rootLogger } from "../log.ts";
+import { rootLogger } from "../log.ts";
 import { Health } from "../pipeline/health.ts";
 import { ChunkQueue } from "../pipeline/chunk_queue.ts";
 import { cutOversize, HeldBudget } from "../pipeline/held.ts";
 import type { Origin, Source, SourceEvent } from "../pipeline/types.ts";
 import { deviceFilter, filterWithin, topicMatches } from "./topics.ts";
 import type { DevicePublisher } from "../alerts/channels.ts";
+import type { SourceLimits } from "../connectors.ts";
 
-export interface MqttServerSourceOptions {
+/** What it may hold, where it reports outages and logs (listening, refusals): as any source. */
+export interface MqttServerSourceOptions extends Omit<SourceLimits, "deviceSubscriptions"> {
   /** Names the option in messages, e.g. "--source". */
   flag: string;
   /** The address to listen on (e.g. 127.0.0.1, or 0.0.0.0 for all interfaces) and its port (0: any free). */
@@ -61,13 +63,6 @@ export interface MqttServerSourceOptions {
    * certificate signed by it (mTLS), and its common name is the device's identity.
    */
   tls?: { cert: string; key: string; ca?: string };
-  maxHeldEvents: number;
-  maxHeldBytes: number;
-  maxPayloadBytes: number;
-  keepOversizeBytes: number;
-  health?: Health;
-  /** Where the source's own lines go (listening, refusals); default: the root logger. */
-  logger?: Logger;
 }
 
 class DeviceEvent implements SourceEvent {
